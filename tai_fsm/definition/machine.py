@@ -1,0 +1,149 @@
+"""``Machine``: the base class of every machine — the class a user subclasses.
+
+A ``Machine`` subclass carries a ``MachineSpec`` (``cls.spec``, built from class attributes by
+the DSL, or from a YAML file by ``load_machine``) and the behaviour: callback methods named by
+the spec (conditions, before/after, on_enter/on_exit, post-commit hooks).
+
+An *instance* is one durable machine: ``id``, ``governor``, ``state``, ``version``, ``data``.
+Instances are created and rebuilt by the runtime (``Runtime.create`` / ``Runtime.get``), never
+by calling the class. Their only way to change state is ``await instance.trigger(name)``, which
+goes through the runtime's commit (DESIGN.md §4.8): nothing is bound onto instances, so no
+attribute of an instance can change state without committing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pydantic import BaseModel
+
+from tai_fsm.definition.spec import MachineSpec
+
+if TYPE_CHECKING:
+    from tai_fsm.records import Event
+
+__all__ = ["RESERVED_ATTRIBUTES", "InstanceBinding", "Machine"]
+
+
+class InstanceBinding(Protocol):
+    """What the runtime attaches to each instance it manages."""
+
+    def trigger(
+        self,
+        instance: Machine,
+        name: str,
+        *,
+        actor: str | None,
+        reason: str | None,
+        context: dict[str, Any] | None,
+        payload: dict[str, Any] | None,
+    ) -> Awaitable[Event]: ...
+
+    def may_trigger(self, instance: Machine, name: str) -> bool: ...
+
+    def available_triggers(self, instance: Machine) -> list[str]: ...
+
+
+class Machine:
+    """Base class of all machines. See the module docstring for the contract."""
+
+    #: The machine's definition. Set by the class DSL or by ``load_machine``.
+    spec: ClassVar[MachineSpec]
+    #: Optional pydantic model for ``data``; instances then expose ``data`` as that model.
+    data_model: ClassVar[type[BaseModel] | None] = None
+    #: The file a YAML machine was loaded from (for error messages), else None.
+    source_file: ClassVar[str | None] = None
+
+    # Instance attributes, set by the runtime.
+    id: str
+    governor: str
+    state: str
+    version: int
+    data: Any
+    _binding: InstanceBinding | None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        from tai_fsm.definition.dsl import collect_spec  # the DSL reads Machine: import late
+
+        spec = collect_spec(cls)
+        if spec is not None:
+            cls.spec = spec
+
+    @classmethod
+    def _tai_new(
+        cls,
+        *,
+        id: str,
+        governor: str,
+        state: str,
+        version: int,
+        data: Any,
+        binding: InstanceBinding | None,
+    ) -> Machine:
+        """Create an instance without running any user ``__init__`` (runtime use only)."""
+        instance = cls.__new__(cls)
+        instance.id = id
+        instance.governor = governor
+        instance.state = state
+        instance.version = version
+        instance.data = data
+        instance._binding = binding
+        return instance
+
+    def _require_binding(self) -> InstanceBinding:
+        binding = getattr(self, "_binding", None)
+        if binding is None:
+            from tai_fsm.errors import TaiFsmError
+
+            raise TaiFsmError(
+                f"{type(self).__name__} instance {getattr(self, 'id', '?')!r} is a read-only "
+                "view (not managed by a Runtime); use Runtime.get() to obtain a live instance"
+            )
+        return binding
+
+    def trigger(
+        self,
+        name: str,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        context: dict[str, Any] | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> Awaitable[Event]:
+        """Fire ``name`` durably; await the result to get the committed ``Event``.
+
+        Called from inside a callback, the trigger is queued and committed as its own event
+        after the current one (the returned awaitable then need not be awaited)."""
+        return self._require_binding().trigger(
+            self, name, actor=actor, reason=reason, context=context, payload=payload
+        )
+
+    def may_trigger(self, name: str) -> bool:
+        """True if ``name`` could fire now (its conditions are evaluated; nothing changes)."""
+        return self._require_binding().may_trigger(self, name)
+
+    @property
+    def available_triggers(self) -> list[str]:
+        """Triggers with a transition from the current state (conditions not evaluated)."""
+        return self._require_binding().available_triggers(self)
+
+    @property
+    def is_final(self) -> bool:
+        """True when the current state is declared final."""
+        found = self.spec.find_state(self.state)
+        return bool(found and found.final)
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {getattr(self, 'governor', '?')}/{getattr(self, 'id', '?')}"
+            f" state={getattr(self, 'state', '?')!r} v{getattr(self, 'version', '?')}>"
+        )
+
+
+#: Names a trigger, state or data field must not take (they would shadow the instance API).
+RESERVED_ATTRIBUTES: frozenset[str] = frozenset(
+    {name for name in dir(Machine) if not name.startswith("__")}
+    | {"id", "governor", "state", "version", "data", "spec", "data_model", "source_file"}
+)

@@ -1,0 +1,128 @@
+"""``MachineSpec``: the one neutral, immutable, validated form of a machine definition.
+
+Every reader (YAML file, Python class DSL) produces a ``MachineSpec``; the engine and the
+runtime only ever see this form. Two definitions of the same machine in different formats
+compile to *equal* specs. Sequences are tuples so specs are hashable-friendly and immutable.
+
+Nested states: a child is addressed by its path joined with ``NESTED_SEPARATOR``
+(``deploying.canary``) everywhere a state name is expected (transition sources/dests, the
+instance's ``state``).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "NESTED_SEPARATOR",
+    "FieldSpec",
+    "MachineSpec",
+    "StateSpec",
+    "TimeoutSpec",
+    "TransitionSpec",
+]
+
+NESTED_SEPARATOR = "."
+
+FieldType = Literal["string", "integer", "number", "boolean", "array", "object", "any"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TimeoutSpec(_Spec):
+    """While in the state for ``after``, fire ``trigger`` (a durable timer in the runtime)."""
+
+    after: timedelta
+    trigger: str
+
+
+class StateSpec(_Spec):
+    """One state. ``children`` makes it a compound state entered at ``initial``."""
+
+    name: str
+    final: bool = False
+    on_enter: tuple[str, ...] = ()
+    on_exit: tuple[str, ...] = ()
+    on_enter_committed: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    timeout: TimeoutSpec | None = None
+    children: tuple[StateSpec, ...] = ()
+    initial: str | None = None
+    description: str = ""
+
+
+class TransitionSpec(_Spec):
+    """One transition. ``source`` may contain ``"*"`` (any state). ``dest=None`` marks an
+    internal transition (no exit/enter, state unchanged); ``dest == source`` is reflexive
+    (exit and enter run)."""
+
+    trigger: str
+    source: tuple[str, ...]
+    dest: str | None
+    conditions: tuple[str, ...] = ()
+    unless: tuple[str, ...] = ()
+    before: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    after_commit: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def internal(self) -> bool:
+        return self.dest is None
+
+
+class FieldSpec(_Spec):
+    """One declared field of the instance data."""
+
+    name: str
+    type: FieldType = "any"
+    default: Any = None
+    required: bool = False
+    description: str = ""
+
+
+class MachineSpec(_Spec):
+    """A complete machine definition."""
+
+    name: str
+    version: int = 1
+    initial: str
+    states: tuple[StateSpec, ...]
+    transitions: tuple[TransitionSpec, ...] = ()
+    snapshot_every: int = 100
+    snapshot_retention: int = 5
+    data_fields: tuple[FieldSpec, ...] = ()
+    description: str = ""
+
+    def state_names(self) -> list[str]:
+        """Every state's full path (children as ``parent.child``), declaration order."""
+        names: list[str] = []
+
+        def walk(states: tuple[StateSpec, ...], prefix: str) -> None:
+            for state in states:
+                full = f"{prefix}{state.name}"
+                names.append(full)
+                walk(state.children, f"{full}{NESTED_SEPARATOR}")
+
+        walk(self.states, "")
+        return names
+
+    def find_state(self, path: str) -> StateSpec | None:
+        """The state at ``path`` (``parent.child``), or None."""
+        states = self.states
+        found: StateSpec | None = None
+        for part in path.split(NESTED_SEPARATOR):
+            found = next((s for s in states if s.name == part), None)
+            if found is None:
+                return None
+            states = found.children
+        return found
+
+    def triggers(self) -> list[str]:
+        """Distinct trigger names, declaration order."""
+        return list(dict.fromkeys(t.trigger for t in self.transitions))
