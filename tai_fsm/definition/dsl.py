@@ -1,0 +1,402 @@
+"""The class DSL: declare a machine as class attributes of a ``Machine`` subclass.
+
+.. code-block:: python
+
+    class Order(fsm.Machine):
+        name = "order"                     # default: the class name in snake_case
+        version = 1
+        snapshot_every = 100
+
+        class Data(BaseModel):             # or: data_model = SomeModel
+            items: int = 0
+
+        pending = fsm.State(initial=True)
+        paid = fsm.State(timeout=fsm.Timeout("30m", "expire"), on_enter=["stamp_paid_at"])
+        shipped = fsm.State(final=True)
+        cancelled = fsm.State(final=True)
+        deploying = fsm.State(children={"canary": fsm.State(initial=True), "full": fsm.State()})
+
+        pay = pending.to(paid, conditions=["has_items"])      # the attribute name is the trigger
+        cancel = fsm.Transition(source=[pending, paid], dest=cancelled)
+        retry = failed.to(running, conditions=["can_retry"]) | failed.to(dead)  # one trigger
+        promote = deploying["canary"].to(deploying["full"])   # or "deploying.canary"
+
+        @fsm.on_enter_committed(paid)      # also on_enter, on_exit, before, after, after_commit
+        def send_receipt(self, event): ...
+
+Rules:
+
+* Callback lists take method names (or the functions themselves); decorated methods are
+  appended after the names given explicitly, in class order.
+* A compound state's child marked ``initial=True`` is its initial child; the top-level state
+  marked ``initial=True`` (or a class attribute ``initial = "path"``) is the machine's.
+* After collection, each ``State`` attribute is replaced by its path (a ``str``) and each
+  transition attribute by its trigger name, so ``await order.trigger(Order.pay)`` and
+  ``order.state == Order.paid`` read naturally — no attribute of the class or its instances
+  can change state (DESIGN.md §4.8). ``name``/``version``/``initial``/``snapshot_every``/
+  ``snapshot_retention``/``description`` are removed (they live in ``cls.spec``).
+* A subclass of a machine *extends* it: its own states, transitions, decorated hooks and
+  settings are added to the inherited spec (``class Order(fsm.load_machine("order.yaml"))``
+  with ``@fsm.after_commit("ship")`` adds a post-commit hook to the YAML machine).
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from typing import Any, get_args, get_origin
+
+import pydantic
+from pydantic import BaseModel
+
+from tai_fsm.definition._common import STATE_CALLBACKS, snake_case, trigger_order
+from tai_fsm.definition.declarations import (
+    HOOKS_ATTR,
+    State,
+    Timeout,
+    Transition,
+    TransitionGroup,
+    after,
+    after_commit,
+    before,
+    on_enter,
+    on_enter_committed,
+    on_exit,
+)
+from tai_fsm.definition.locations import SourceMap
+from tai_fsm.definition.spec import (
+    NESTED_SEPARATOR,
+    FieldSpec,
+    FieldType,
+    MachineSpec,
+    StateSpec,
+    TransitionSpec,
+)
+from tai_fsm.definition.validate import validate
+from tai_fsm.errors import DefinitionError
+
+__all__ = [
+    "State",
+    "Timeout",
+    "Transition",
+    "TransitionGroup",
+    "after",
+    "after_commit",
+    "before",
+    "collect_spec",
+    "fields_from_model",
+    "on_enter",
+    "on_enter_committed",
+    "on_exit",
+]
+
+_SETTINGS = ("name", "version", "initial", "snapshot_every", "snapshot_retention", "description")
+
+
+# ---------------------------------------------------------------------- data models
+_SIMPLE_TYPES: dict[object, FieldType] = {
+    bool: "boolean", int: "integer", float: "number", str: "string",
+    list: "array", tuple: "array", set: "array", frozenset: "array", dict: "object",
+}  # fmt: skip
+
+
+def _field_type(annotation: object) -> FieldType:
+    if annotation in _SIMPLE_TYPES:
+        return _SIMPLE_TYPES[annotation]
+    origin = get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        # ``X | None`` is an optional X; other unions have no single JSON type.
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return _field_type(members[0]) if len(members) == 1 else "any"
+    if origin is typing.Literal:
+        kinds = {_field_type(type(arg)) for arg in get_args(annotation)}
+        return kinds.pop() if len(kinds) == 1 else "any"
+    if origin in _SIMPLE_TYPES and origin not in (bool, int, float, str):
+        return _SIMPLE_TYPES[origin]
+    return "any"
+
+
+def fields_from_model(model: type[BaseModel]) -> tuple[FieldSpec, ...]:
+    """``FieldSpec``s for a pydantic model's fields: bool -> boolean, int -> integer,
+    float -> number, str -> string, list/tuple/set -> array, dict -> object, else any
+    (``X | None`` counts as X; other unions as any); defaults (factories called);
+    ``required`` when there is no default."""
+    found: list[FieldSpec] = []
+    for name, info in model.model_fields.items():
+        required = info.is_required()
+        default = None if required else info.get_default(call_default_factory=True)
+        found.append(
+            FieldSpec(
+                name=name,
+                type=_field_type(info.annotation),
+                default=default,
+                required=required,
+                description=info.description or "",
+            )
+        )
+    return tuple(found)
+
+
+# ---------------------------------------------------------------------- collection
+def _source_map(cls: type) -> SourceMap:
+    module = inspect.getmodule(cls)
+    file = getattr(module, "__file__", None)
+    line = getattr(cls, "__firstlineno__", None)
+    if line is None and file:
+        try:
+            line = inspect.getsourcelines(cls)[1]
+        except (OSError, TypeError):
+            line = None
+    source = SourceMap(file=file)
+    if isinstance(line, int):
+        source.marks[()] = (line, 1)
+    return source
+
+
+def collect_spec(cls: type) -> MachineSpec | None:
+    """The ``MachineSpec`` declared by ``cls``'s own class attributes, merged onto the spec it
+    inherits; None when ``cls`` declares nothing of its own (it keeps the inherited ``spec``).
+
+    Side effects on ``cls`` (see the module docstring): declarations are replaced by names,
+    settings removed, ``data_model`` set from a nested ``Data`` model, ``_tai_source_map``
+    set. Raises ``DefinitionError`` with every problem found."""
+    own = dict(vars(cls))
+    states = {k: v for k, v in own.items() if isinstance(v, State)}
+    transitions = {k: v for k, v in own.items() if isinstance(v, Transition | TransitionGroup)}
+    hooks = [
+        (attr, kind, target)
+        for attr, value in own.items()
+        if inspect.isfunction(value) or isinstance(value, staticmethod | classmethod)
+        for kind, target in getattr(value, HOOKS_ATTR, ())
+    ]
+    settings = {k: own[k] for k in _SETTINGS if k in own}
+    model = own.get("data_model")
+    nested = own.get("Data")
+    if model is None and isinstance(nested, type) and issubclass(nested, BaseModel):
+        model = nested
+    if not (states or transitions or hooks or settings or model is not None):
+        return None
+    source = _source_map(cls)
+    if "spec" in own:
+        raise DefinitionError(
+            f"{cls.__name__} sets 'spec' and also declares states/transitions/settings; "
+            "use one or the other",
+            file=source.file,
+            line=source.position(())[0],
+        )
+    if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise DefinitionError(f"{cls.__name__}.data_model must be a pydantic BaseModel subclass")
+    base = getattr(cls, "spec", None)
+    collector = _Collector(cls, base if isinstance(base, MachineSpec) else None, source)
+    try:
+        spec = collector.build(states, transitions, hooks, settings, model)
+    except pydantic.ValidationError as exc:
+        raise DefinitionError(
+            [
+                source.problem(
+                    f"{cls.__name__}: invalid {'.'.join(str(p) for p in err['loc']) or 'value'}"
+                    f": {err['msg']}"
+                )
+                for err in exc.errors()
+            ]
+        ) from None
+    problems = validate(spec, source)
+    if problems:
+        raise DefinitionError(problems)
+    for attr in states:
+        setattr(cls, attr, attr)
+    for attr in transitions:
+        setattr(cls, attr, attr)
+    for attr in settings:
+        delattr(cls, attr)
+    if model is not None:
+        cls.data_model = model  # type: ignore[attr-defined]
+    cls._tai_source_map = source  # type: ignore[attr-defined]
+    return spec
+
+
+class _Collector:
+    def __init__(self, cls: type, base: MachineSpec | None, source: SourceMap) -> None:
+        self.cls = cls
+        self.base = base
+        self.source = source
+        self.paths: dict[int, str] = {}
+        self.problems: list[str] = []
+
+    def fail(self) -> DefinitionError:
+        return DefinitionError(
+            [self.source.problem(f"{self.cls.__name__}: {p}") for p in self.problems]
+        )
+
+    def build(
+        self,
+        states: dict[str, State],
+        transitions: dict[str, Transition | TransitionGroup],
+        hooks: list[tuple[str, str, object]],
+        settings: dict[str, Any],
+        model: type[BaseModel] | None,
+    ) -> MachineSpec:
+        base = self.base
+        new_states = tuple(self.state(name, st, "") for name, st in states.items())
+        all_states = (base.states if base else ()) + new_states
+        new_transitions = [
+            self.transition(trigger, t)
+            for trigger, decl in transitions.items()
+            for t in (decl.transitions if isinstance(decl, TransitionGroup) else (decl,))
+        ]
+        all_transitions = list(base.transitions if base else ()) + new_transitions
+        initial = self.initial(states, settings, base)
+        if self.problems:
+            raise self.fail()
+        own_decls = {id(t) for d in transitions.values() for t in _members(d)}
+        declared = [t for d in transitions.values() for t in _members(d)]
+        offset = len(base.transitions) if base else 0
+        positions = {id(t): offset + i for i, t in enumerate(declared)}
+        for attr, kind, target in hooks:
+            if kind in STATE_CALLBACKS:
+                path = target if isinstance(target, str) else self.paths.get(id(target))
+                found = path is not None and _find(all_states, path)
+                if not found or path is None:
+                    self.problems.append(f"@{kind} target {target!r} is not a state of this class")
+                    continue
+                all_states = _update_state(all_states, path, kind, attr)
+            else:
+                if isinstance(target, str):
+                    hit = [i for i, t in enumerate(all_transitions) if t.trigger == target]
+                elif isinstance(target, Transition | TransitionGroup) and all(
+                    id(t) in own_decls for t in _members(target)
+                ):
+                    hit = [positions[id(t)] for t in _members(target)]
+                else:
+                    hit = []
+                if not hit:
+                    self.problems.append(
+                        f"@{kind} target {target!r} is not a trigger of this class"
+                    )
+                for index in hit:
+                    current = all_transitions[index]
+                    extended = (*getattr(current, kind), attr)
+                    all_transitions[index] = current.model_copy(update={kind: extended})
+        if self.problems:
+            raise self.fail()
+        ordered = tuple(all_transitions[i] for i in trigger_order(all_transitions))
+        return MachineSpec(
+            name=str(settings.get("name", base.name if base else snake_case(self.cls.__name__))),
+            version=settings.get("version", base.version if base else 1),
+            initial=initial,
+            states=all_states,
+            transitions=ordered,
+            snapshot_every=settings.get("snapshot_every", base.snapshot_every if base else 100),
+            snapshot_retention=settings.get(
+                "snapshot_retention", base.snapshot_retention if base else 5
+            ),
+            data_fields=(
+                fields_from_model(model)
+                if model is not None
+                else (base.data_fields if base else ())
+            ),
+            description=settings.get("description", base.description if base else ""),
+        )
+
+    def initial(
+        self, states: dict[str, State], settings: dict[str, Any], base: MachineSpec | None
+    ) -> str:
+        marked = [name for name, st in states.items() if st.initial]
+        if "initial" in settings:
+            value = settings["initial"]
+            if isinstance(value, State):
+                return self.paths.get(id(value), "?")
+            return str(value)
+        if len(marked) > 1:
+            self.problems.append(f"several initial states ({', '.join(marked)}); mark exactly one")
+        if marked:
+            return marked[0]
+        if base is not None:
+            return base.initial
+        self.problems.append("no initial state; mark one State(initial=True)")
+        return ""
+
+    def state(self, name: str, state: State, prefix: str) -> StateSpec:
+        path = prefix + name
+        if id(state) in self.paths:
+            self.problems.append(
+                f"the same State object is declared as '{self.paths[id(state)]}' and as "
+                f"'{path}'; create one State per state"
+            )
+        self.paths[id(state)] = path
+        children = tuple(
+            self.state(child, st, path + NESTED_SEPARATOR) for child, st in state.children.items()
+        )
+        marked = [child for child, st in state.children.items() if st.initial]
+        if len(marked) > 1:
+            self.problems.append(
+                f"several children of state '{path}' are marked initial ({', '.join(marked)})"
+            )
+        return StateSpec(
+            name=name,
+            final=state.final,
+            on_enter=state.on_enter,
+            on_exit=state.on_exit,
+            on_enter_committed=state.on_enter_committed,
+            tags=state.tags,
+            timeout=state.timeout.spec() if state.timeout is not None else None,
+            children=children,
+            initial=marked[0] if marked else None,
+            description=state.description,
+        )
+
+    def ref(self, trigger: str, value: State | str) -> str:
+        if isinstance(value, str):
+            return value
+        path = self.paths.get(id(value))
+        if path is None:
+            self.problems.append(
+                f"transition '{trigger}' refers to a State that is not declared on this class; "
+                "declare it as a class attribute or refer to it by name"
+            )
+            return "?"
+        return path
+
+    def transition(self, trigger: str, decl: Transition) -> TransitionSpec:
+        dest = None if decl.dest is None else self.ref(trigger, decl.dest)
+        return TransitionSpec(
+            trigger=trigger,
+            source=tuple(self.ref(trigger, s) for s in decl.source),
+            dest=dest,
+            conditions=decl.conditions,
+            unless=decl.unless,
+            before=decl.before,
+            after=decl.after,
+            after_commit=decl.after_commit,
+            description=decl.description,
+        )
+
+
+def _members(decl: Transition | TransitionGroup) -> tuple[Transition, ...]:
+    return decl.transitions if isinstance(decl, TransitionGroup) else (decl,)
+
+
+def _find(states: tuple[StateSpec, ...], path: str) -> bool:
+    head, _, rest = path.partition(NESTED_SEPARATOR)
+    for state in states:
+        if state.name == head:
+            return not rest or _find(state.children, rest)
+    return False
+
+
+def _update_state(
+    states: tuple[StateSpec, ...], path: str, kind: str, name: str
+) -> tuple[StateSpec, ...]:
+    head, _, rest = path.partition(NESTED_SEPARATOR)
+    updated: list[StateSpec] = []
+    for state in states:
+        if state.name == head:
+            if rest:
+                state = state.model_copy(
+                    update={"children": _update_state(state.children, rest, kind, name)}
+                )
+            else:
+                state = state.model_copy(update={kind: (*getattr(state, kind), name)})
+        updated.append(state)
+    return tuple(updated)
