@@ -93,7 +93,7 @@ class Machine:
         return instance
 
     def _require_binding(self) -> InstanceBinding:
-        binding = getattr(self, "_binding", None)
+        binding: InstanceBinding | None = getattr(self, "_binding", None)
         if binding is None:
             from tai_fsm.errors import TaiFsmError
 

@@ -1,0 +1,294 @@
+"""CLI commands over a store and a runtime: create, send, show, history, state-at, verify,
+stats, cleanup, export, demo. Human-readable by default, ``--json`` for machines."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, TextIO
+
+import orjson
+
+from tai_fsm.definition.durations import parse_duration
+from tai_fsm.definition.loader import load_machines_from_target
+from tai_fsm.errors import InvalidInput, StateNotFound
+from tai_fsm.records import Event, ensure_utc
+from tai_fsm.runtime.codec import record_parts
+from tai_fsm.runtime.history import VerifyReport, rebuild, verify_stream
+from tai_fsm.runtime.runtime import Runtime
+from tai_fsm.stores.base import Store
+from tai_fsm.stores.url import open_store
+
+__all__ = ["register"]
+
+_ArgsHandler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def _sync(handler: _ArgsHandler) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return asyncio.run(handler(args))
+
+    return run
+
+
+def _json_arg(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {exc}", field=what) from None
+
+
+def _dump(value: Any, out: TextIO | None = None) -> None:
+    stream = out or sys.stdout
+    stream.write(orjson.dumps(value, option=orjson.OPT_UTC_Z).decode() + "\n")
+
+
+@asynccontextmanager
+async def _store(args: argparse.Namespace) -> AsyncIterator[Store]:
+    async with open_store(args.store) as store:
+        yield store
+
+
+@asynccontextmanager
+async def _runtime(args: argparse.Namespace) -> AsyncIterator[Runtime]:
+    machines = load_machines_from_target(args.machines)
+    store = open_store(args.store)
+    async with Runtime(store, machines.values(), node_id="cli", governor=args.governor) as rt:
+        yield rt
+
+
+def _progress(count: int, what: str) -> None:
+    if count % 10_000 == 0 and sys.stderr.isatty():
+        print(f"\r{what}: {count:,}", end="", file=sys.stderr, flush=True)
+
+
+def _event_row(event: Event) -> str:
+    source = event.from_state.data.get("state") if event.from_state is not None else "-"
+    dest = event.to_state.data.get("state") if isinstance(event.to_state.data, dict) else "?"
+    when = event.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    who = event.metadata.changed_by
+    reason = f"  ({event.metadata.reason})" if event.metadata.reason else ""
+    return f"{event.version:>6}  {when}  {event.action:<16} {source} -> {dest}  by {who}{reason}"
+
+
+def _show_record(record: dict[str, Any], version: int, as_json: bool, state_id: str) -> None:
+    machine, state, data, timers = record_parts(state_id, record)
+    if as_json:
+        _dump({"id": state_id, "machine": machine, "state": state, "version": version,
+               "data": data, "timers": timers})
+        return
+    print(f"{state_id}  ({machine})  state={state}  version={version}")
+    print(f"  data:   {orjson.dumps(data).decode()}")
+    for timer in timers:
+        print(f"  timer:  {timer['trigger']} due {timer['due']} (state {timer['state']})")
+
+
+# ---------------------------------------------------------------------- handlers
+async def _create(args: argparse.Namespace) -> int:
+    async with _runtime(args) as rt:
+        instance = await rt.create(
+            args.machine, args.id, _json_arg(args.data, "--data"), actor=args.actor
+        )
+        if args.json:
+            _dump({"id": instance.id, "state": instance.state, "version": instance.version})
+        else:
+            print(f"created {args.machine} {instance.id!r}: state={instance.state} v1")
+    return 0
+
+
+async def _send(args: argparse.Namespace) -> int:
+    async with _runtime(args) as rt:
+        instance = await rt.get(args.id)
+        event = await instance.trigger(
+            args.trigger,
+            actor=args.actor,
+            reason=args.reason,
+            payload=_json_arg(args.data, "--data"),
+        )
+        if args.json:
+            _dump(event.model_dump(mode="json"))
+        else:
+            print(f"{args.id}: {args.trigger} -> state={instance.state} v{event.version}")
+    return 0
+
+
+async def _show(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        stored = await store.read_state(args.governor, args.id)
+        _show_record(stored.snapshot.data, stored.version, args.json, args.id)
+    return 0
+
+
+async def _history(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        found = False
+        async for event in store.read_events(args.governor, args.id):
+            found = True
+            if args.json:
+                _dump(event.model_dump(mode="json"))
+            else:
+                print(_event_row(event))
+        if not found:
+            raise StateNotFound(args.governor, args.id, "instance history")
+    return 0
+
+
+async def _state_at(args: argparse.Namespace) -> int:
+    at: datetime | None = None
+    if args.time is not None:
+        try:
+            at = ensure_utc(datetime.fromisoformat(args.time), "--time")
+        except ValueError:
+            raise InvalidInput(
+                f"--time {args.time!r} is not an ISO-8601 time with a zone, e.g. "
+                "2026-11-28T08:00:00+00:00",
+                field="--time",
+            ) from None
+    async with _store(args) as store:
+        rebuilt = await rebuild(store, args.governor, args.id, version=args.version, at=at)
+        _show_record(rebuilt.record.data, rebuilt.version, args.json, args.id)
+    return 0
+
+
+async def _verify(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        ids = [args.id] if args.id else await store.list_streams(args.governor)
+        reports: list[VerifyReport] = []
+        for count, stream_id in enumerate(ids, 1):
+            reports.append(await verify_stream(store, args.governor, stream_id))
+            _progress(count, "verified streams")
+        if args.id and reports[0].head == 0 and not reports[0].problems:
+            raise StateNotFound(args.governor, args.id, "instance history")
+    broken = [r for r in reports if not r.ok]
+    events = sum(r.events_checked for r in reports)
+    if args.json:
+        _dump({"ok": not broken, "streams": len(reports), "events_checked": events,
+               "broken": [r.as_dict() for r in broken]})
+    else:
+        for report in broken:
+            print(f"BROKEN {report.stream_id} at version {report.broken_version}: "
+                  f"{report.problems[0]}")
+        status = "FAILED" if broken else "OK"
+        print(f"verify {status}: {len(reports)} stream(s), {events:,} event(s) checked, "
+              f"{len(broken)} broken")
+    if broken:
+        broken[0].raise_if_broken()
+    return 0
+
+
+async def _stats(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        governor = None if args.all_governors else args.governor
+        stats = await store.get_stats(governor)
+    if args.json:
+        _dump(stats.model_dump(mode="json"))
+    else:
+        scope = "all governors" if governor is None else f"governor {governor!r}"
+        print(f"{scope}: {stats.total_states:,} states, {stats.total_events:,} events, "
+              f"{stats.total_snapshots:,} snapshots, max version {stats.max_version:,}, "
+              f"{stats.bytes:,} bytes")
+    return 0
+
+
+async def _cleanup(args: argparse.Namespace) -> int:
+    older_than = parse_duration(args.older_than)
+    async with _store(args) as store:
+        result = await store.cleanup_old_data(args.governor, older_than)
+    if args.json:
+        _dump(result.model_dump(mode="json"))
+    else:
+        print(f"cleanup: removed {result.deleted_events:,} event(s) and "
+              f"{result.deleted_snapshots:,} snapshot(s), reclaimed "
+              f"{result.recovered_bytes:,} bytes (events covered by a retained snapshot "
+              f"older than {args.older_than})")
+    return 0
+
+
+async def _export(args: argparse.Namespace) -> int:
+    out: TextIO = sys.stdout
+    if args.output:
+        out = open(args.output, "w", encoding="utf-8")  # noqa: ASYNC230, SIM115 - CLI process
+    try:
+        async with _store(args) as store:
+            count = 0
+            async for event in store.iter_all_events(args.governor):
+                out.write(orjson.dumps(event.model_dump(mode="json")).decode() + "\n")
+                count += 1
+                _progress(count, "exported events")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if args.output:
+        print(f"exported {count:,} event(s) of governor {args.governor!r} to {args.output}",
+              file=sys.stderr)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tai_fsm.demo import run_demo
+
+    return run_demo(args)
+
+
+# ---------------------------------------------------------------------- parser
+def register(sub: Any) -> None:
+    """Add the runtime commands to the ``tai-fsm`` sub-parsers."""
+
+    def command(name: str, help_text: str, handler: Callable[[argparse.Namespace], int],
+                json_flag: bool = True) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text,
+                                                         description=help_text)
+        if json_flag:
+            parser.add_argument("--json", action="store_true", help="machine-readable output")
+        parser.set_defaults(handler=handler)
+        return parser
+
+    p = command("create", "create an instance in its initial state", _sync(_create))
+    p.add_argument("machine", help="machine name")
+    p.add_argument("id", help="instance id")
+    p.add_argument("--data", help="initial data as a JSON object")
+    p.add_argument("--actor", help="who is acting (recorded on the event)")
+
+    p = command("send", "fire a trigger on an instance (one committed event)", _sync(_send))
+    p.add_argument("id")
+    p.add_argument("trigger")
+    p.add_argument("--data", help="trigger payload as a JSON object")
+    p.add_argument("--actor")
+    p.add_argument("--reason")
+
+    p = command("show", "show an instance's current state", _sync(_show))
+    p.add_argument("id")
+
+    p = command("history", "list an instance's events, oldest first", _sync(_history))
+    p.add_argument("id")
+
+    p = command("state-at", "an instance's state at a version or time", _sync(_state_at))
+    p.add_argument("id")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--version", type=int)
+    group.add_argument("--time", help="ISO-8601 time with zone")
+
+    p = command("verify", "walk hash chains; report the first broken link", _sync(_verify))
+    p.add_argument("id", nargs="?", help="one instance (default: every stream of the governor)")
+
+    p = command("stats", "exact counts for the governor", _sync(_stats))
+    p.add_argument("--all-governors", action="store_true")
+
+    p = command("cleanup", "compact events covered by a retained snapshot", _sync(_cleanup))
+    p.add_argument("--older-than", required=True, help="e.g. 30d, 12h")
+
+    p = command("export", "write every event of the governor as JSON lines", _sync(_export),
+                json_flag=False)
+    p.add_argument("-o", "--output", help="file (default: stdout)")
+
+    p = command("demo", "crash-and-recover demo on the SQLite default", _demo, json_flag=False)
+    p.add_argument("--instances", type=int, default=40, help="instances to drive")
+    p.add_argument("--transitions", type=int, default=400, help="transitions to attempt")
+    p.add_argument("--store", default=argparse.SUPPRESS,
+                   help="store URL (same as the global --store), e.g. firestore://demo-project")

@@ -1,0 +1,426 @@
+"""The commit protocol (DESIGN.md §4): trigger -> in-memory transition -> one atomic append
+-> post-commit hooks.
+
+``Committer`` is the ``InstanceBinding`` the runtime attaches to every live instance of one
+machine class. Guarantees, per instance:
+
+* triggers on one instance object are serialised (an ``asyncio.Lock``);
+* a trigger either commits exactly one event (version = old + 1, appended together with the
+  state record, expected_version = old) or leaves the instance exactly as it was;
+* a retried append after a transient error reuses the event id, so a first attempt that did
+  land is recognised by the store (never a duplicate);
+* on ``VersionConflict`` the instance is caught up from the store and the trigger is
+  re-evaluated on the fresh state, at most ``max_conflict_retries`` times;
+* post-commit hooks run only after the append succeeded; hook errors never undo the event and
+  surface as ``PostCommitHookFailed``;
+* a trigger fired from a callback or a post-commit hook is queued and committed as its own
+  event after the current one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tai_fsm.definition.machine import Machine
+from tai_fsm.engine.adapter import CompiledMachine, FireOutcome
+from tai_fsm.errors import (
+    InvalidInput,
+    PostCommitHookFailed,
+    TaiFsmError,
+    TransitionNotAllowed,
+    VersionConflict,
+)
+from tai_fsm.records import ChangeMetadata, Event, StateSnapshot, StoredState, utc_now
+from tai_fsm.runtime.codec import data_from_json, data_to_json, next_timers, record_parts
+from tai_fsm.runtime.hashing import compute_event_hash
+
+if TYPE_CHECKING:
+    from tai_fsm.runtime.runtime import Runtime
+
+__all__ = ["Committer", "InstanceCore", "core_of"]
+
+log = logging.getLogger("tai_fsm.runtime")
+
+#: The instance whose callbacks or post-commit hooks are running in this context.
+_ACTIVE: contextvars.ContextVar[InstanceCore | None] = contextvars.ContextVar(
+    "tai_fsm_active_instance", default=None
+)
+
+
+@dataclass(slots=True)
+class _Queued:
+    instance: Machine
+    name: str
+    kwargs: dict[str, Any]
+    future: asyncio.Future[Event]
+
+
+class InstanceCore:
+    """Per-instance commit bookkeeping: the last committed record (for rollback and for
+    the next event's ``from_state``), its version, store token, hash and clock."""
+
+    __slots__ = (
+        "clock",
+        "committed_data",
+        "committed_state",
+        "committed_timers",
+        "last_hash",
+        "lock",
+        "queue",
+        "timestamp",
+        "token",
+        "version",
+    )
+
+    def __init__(self, stored: StoredState) -> None:
+        self.lock: asyncio.Lock | None = None
+        self.queue: list[_Queued] = []
+        self.load(stored)
+
+    def load(self, stored: StoredState) -> None:
+        snapshot = stored.snapshot
+        _, state, data, timers = record_parts(snapshot.id, snapshot.data)
+        self.committed_state = state
+        self.committed_data = data
+        self.committed_timers = timers
+        self.version = stored.version
+        self.token = stored.token
+        self.timestamp = snapshot.timestamp
+        self.clock = snapshot.causality
+        self.last_hash: str | None = snapshot.metadata.context.get("event_hash")
+
+    def get_lock(self) -> asyncio.Lock:
+        if self.lock is None:
+            self.lock = asyncio.Lock()
+        return self.lock
+
+
+def core_of(instance: Machine) -> InstanceCore:
+    core: InstanceCore | None = getattr(instance, "_tai_core", None)
+    if core is None:
+        raise TaiFsmError(f"{instance!r} is not a live runtime instance")
+    return core
+
+
+def restore(instance: Machine, core: InstanceCore) -> None:
+    """Put the instance back exactly at its last committed state."""
+    instance.state = core.committed_state
+    instance.data = data_from_json(type(instance), core.committed_data)
+    instance.version = core.version
+
+
+class Committer:
+    """The runtime's binding for one machine class (see module docstring)."""
+
+    def __init__(self, runtime: Runtime, compiled: CompiledMachine) -> None:
+        self.runtime = runtime
+        self.compiled = compiled
+        self.machine_cls = compiled.machine_cls
+
+    # ------------------------------------------------------------------ instances
+    def attach(self, instance: Machine, stored: StoredState) -> Machine:
+        instance._tai_core = InstanceCore(stored)  # type: ignore[attr-defined]
+        return instance
+
+    def new_instance(self, governor: str, stored: StoredState) -> Machine:
+        _, state, data, _ = record_parts(stored.snapshot.id, stored.snapshot.data)
+        instance = self.machine_cls._tai_new(
+            id=stored.snapshot.id,
+            governor=governor,
+            state=state,
+            version=stored.version,
+            data=data_from_json(self.machine_cls, data),
+            binding=self,
+        )
+        return self.attach(instance, stored)
+
+    # ------------------------------------------------------------------ InstanceBinding
+    def trigger(
+        self,
+        instance: Machine,
+        name: str,
+        *,
+        actor: str | None,
+        reason: str | None,
+        context: dict[str, Any] | None,
+        payload: dict[str, Any] | None,
+    ) -> Awaitable[Event]:
+        active = _ACTIVE.get()
+        if active is not None:
+            kwargs = {"actor": actor, "reason": reason, "context": context, "payload": payload}
+            future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+            active.queue.append(_Queued(instance, name, kwargs, future))
+            return future
+        return self._trigger(
+            instance, name, actor=actor, reason=reason, context=context, payload=payload
+        )
+
+    def may_trigger(self, instance: Machine, name: str) -> bool:
+        core_of(instance)
+        return self.compiled.may_fire(instance, name)
+
+    def available_triggers(self, instance: Machine) -> list[str]:
+        return self.compiled.available_triggers(instance.state)
+
+    # ------------------------------------------------------------------ the commit
+    async def _trigger(
+        self,
+        instance: Machine,
+        name: str,
+        *,
+        actor: str | None,
+        reason: str | None,
+        context: dict[str, Any] | None,
+        payload: dict[str, Any] | None,
+    ) -> Event:
+        if not isinstance(name, str) or not name:
+            raise InvalidInput("trigger name must be a non-empty string", field="trigger")
+        core = core_of(instance)
+        payload = dict(payload or {})
+        async with core.get_lock():
+            event, outcome, queued = await self._commit(
+                instance, core, name, actor, reason, context or {}, payload
+            )
+        errors = await self._run_post_commit(instance, core, outcome, event, queued)
+        await self._drain(queued)
+        if errors:
+            raise PostCommitHookFailed(
+                f"{self.compiled.spec.name} {instance.id!r} v{event.version}: the transition "
+                f"{name!r} is committed, but {len(errors)} post-commit hook(s) failed: "
+                + "; ".join(f"{type(e).__name__}: {e}" for e in errors),
+                event=event,
+                errors=errors,
+            )
+        return event
+
+    async def _commit(
+        self,
+        instance: Machine,
+        core: InstanceCore,
+        name: str,
+        actor: str | None,
+        reason: str | None,
+        context: dict[str, Any],
+        payload: dict[str, Any],
+    ) -> tuple[Event, FireOutcome, list[_Queued]]:
+        runtime = self.runtime
+        conflicts = 0
+        while True:
+            outcome, event, record, queued = self._fire(
+                instance, core, name, actor, reason, context, payload
+            )
+            try:
+                result = await runtime.append_with_retry(
+                    instance.governor, instance.id, event, record, core
+                )
+            except VersionConflict:
+                restore(instance, core)
+                _cancel(queued)
+                if conflicts >= runtime.max_conflict_retries:
+                    raise
+                conflicts += 1
+                await runtime.catch_up(instance, core)
+                continue
+            except BaseException:
+                restore(instance, core)
+                _cancel(queued)
+                raise
+            stored = StoredState(snapshot=record, version=event.version, token=result.token)
+            core.load(stored)
+            instance.version = event.version
+            runtime.after_commit(instance.governor, record, self.compiled)
+            return event, outcome, queued
+
+    def _fire(
+        self,
+        instance: Machine,
+        core: InstanceCore,
+        name: str,
+        actor: str | None,
+        reason: str | None,
+        context: dict[str, Any],
+        payload: dict[str, Any],
+    ) -> tuple[FireOutcome, Event, StateSnapshot, list[_Queued]]:
+        """Run the transition in memory and build the event + new record; on any error
+        restore the instance and drop triggers queued by its callbacks."""
+        start = len(core.queue)
+        token = _ACTIVE.set(core)
+        try:
+            outcome = self.compiled.fire(instance, name, payload)
+            new_data = data_to_json(self.machine_cls, instance.data)
+            event, record = self._build(
+                instance, core, outcome, new_data, actor, reason, context, payload
+            )
+        except BaseException:
+            restore(instance, core)
+            _cancel(core.queue[start:])
+            del core.queue[start:]
+            raise
+        finally:
+            _ACTIVE.reset(token)
+        queued = core.queue[start:]
+        del core.queue[start:]
+        return outcome, event, record, queued
+
+    def _build(
+        self,
+        instance: Machine,
+        core: InstanceCore,
+        outcome: FireOutcome,
+        new_data: Any,
+        actor: str | None,
+        reason: str | None,
+        context: dict[str, Any],
+        payload: dict[str, Any],
+    ) -> tuple[Event, StateSnapshot]:
+        runtime = self.runtime
+        spec = self.compiled.spec
+        now = utc_now()
+        version = core.version + 1
+        event_id = uuid.uuid4().hex
+        clock = core.clock.increment(runtime.node_id)
+        timers = next_timers(spec, outcome.dest, outcome.entered, core.committed_timers, now)
+        record_data: dict[str, Any] = {
+            "machine": spec.name,
+            "state": outcome.dest,
+            "data": new_data,
+        }
+        if timers:
+            record_data["timers"] = timers
+        previous: dict[str, Any] = {
+            "machine": spec.name,
+            "state": core.committed_state,
+            "data": core.committed_data,
+        }
+        if core.committed_timers:
+            previous["timers"] = core.committed_timers
+        changed_by = actor or runtime.node_id
+        event_context = {**context, "definition_version": spec.version, "node": runtime.node_id}
+        metadata = {
+            "changed_by": changed_by,
+            "reason": reason or "",
+            "parent_version": core.version,
+            "context": event_context,
+        }
+        clock_doc = {"clocks": clock.clocks}
+        # Built directly in Event.model_dump() shape: hashed, then validated once.
+        document: dict[str, Any] = {
+            "id": event_id,
+            "stream_id": instance.id,
+            "version": version,
+            "action": outcome.trigger,
+            "from_state": _snapshot_doc(
+                instance.id, previous, core.version, core.timestamp, core.clock.clocks
+            ),
+            "to_state": _snapshot_doc(instance.id, record_data, version, now, clock.clocks),
+            "payload": payload,
+            "timestamp": now,
+            "causality": clock_doc,
+            "metadata": metadata,
+            "prev_hash": core.last_hash,
+            "hash": None,
+        }
+        digest = compute_event_hash(document)
+        document["hash"] = digest
+        event = Event.model_validate(document)
+        record = StateSnapshot(
+            id=instance.id,
+            data=record_data,
+            version=version,
+            timestamp=now,
+            metadata=ChangeMetadata(
+                changed_by=changed_by,
+                reason=reason or "",
+                parent_version=core.version,
+                context={"event_id": event_id, "event_hash": digest, "action": outcome.trigger},
+            ),
+            causality=clock,
+        )
+        return event, record
+
+    # ------------------------------------------------------------------ after the commit
+    async def _run_post_commit(
+        self,
+        instance: Machine,
+        core: InstanceCore,
+        outcome: FireOutcome,
+        event: Event,
+        queued: list[_Queued],
+    ) -> list[BaseException]:
+        hooks = self.compiled.post_commit_hooks(outcome)
+        if not hooks:
+            return []
+        errors: list[BaseException] = []
+        start = len(core.queue)
+        token = _ACTIVE.set(core)
+        try:
+            for hook_name in hooks:
+                hook: Callable[[Event], Any] = getattr(instance, hook_name)
+                try:
+                    result = hook(event)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as exc:  # a hook's failure never undoes the event
+                    log.error(
+                        "post-commit hook %s of %s %r v%d failed: %r",
+                        hook_name,
+                        self.compiled.spec.name,
+                        instance.id,
+                        event.version,
+                        exc,
+                    )
+                    errors.append(exc)
+        finally:
+            _ACTIVE.reset(token)
+        queued.extend(core.queue[start:])
+        del core.queue[start:]
+        return errors
+
+    async def _drain(self, queued: list[_Queued]) -> None:
+        """Commit triggers queued by callbacks/hooks, in order, each as its own event."""
+        for item in queued:
+            try:
+                event = await item.instance.trigger(item.name, **item.kwargs)
+            except Exception as exc:
+                log.warning("queued trigger %r on %r failed: %r", item.name, item.instance, exc)
+                if not item.future.done():
+                    item.future.set_exception(exc)
+                    item.future.exception()  # mark retrieved: the caller may not await it
+            else:
+                if not item.future.done():
+                    item.future.set_result(event)
+
+
+def _snapshot_doc(
+    state_id: str, data: Any, version: int, timestamp: Any, clocks: dict[str, int]
+) -> dict[str, Any]:
+    """A ``StateSnapshot.model_dump()``-shaped dict with default metadata."""
+    return {
+        "id": state_id,
+        "data": data,
+        "version": version,
+        "timestamp": timestamp,
+        "metadata": {"changed_by": "system", "reason": "", "parent_version": None, "context": {}},
+        "causality": {"clocks": clocks},
+    }
+
+
+def _cancel(queued: list[_Queued]) -> None:
+    for item in queued:
+        if not item.future.done():
+            item.future.set_exception(
+                TransitionNotAllowed(
+                    f"queued trigger {item.name!r} dropped: the transition that queued it "
+                    "did not commit",
+                    trigger=item.name,
+                )
+            )
+            item.future.exception()
+
