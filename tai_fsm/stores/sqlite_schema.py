@@ -1,0 +1,198 @@
+"""The SQLite file format of ``SQLiteStore``: connection settings, schema, error mapping.
+
+Tables follow the logical model of DESIGN.md §3, keyed the same way::
+
+    states(governor, id, version, data)                  PRIMARY KEY (governor, id)
+    events(governor, stream_id, version, event_id, ts, data)
+                                                         PRIMARY KEY (governor, stream_id, version)
+    snapshots(governor, stream_id, version, data)        PRIMARY KEY (governor, stream_id, version)
+    schema_version(version)
+
+``data`` is the record's JSON (``tai_fsm.codec``) as a BLOB, ``ts`` the event timestamp in
+microseconds since the epoch (UTC) for ``until=`` filters. Two writers of the same event
+version collide on the primary key; the store checks versions inside ``BEGIN IMMEDIATE``
+transactions, so several processes may share one file.
+
+The schema is created on first open. A file written by a newer tai-fsm (a higher
+``schema_version``) is refused with ``InvalidInput``: opening it could corrupt it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from tai_fsm.errors import IntegrityError, InvalidInput, StoreUnavailable, TaiFsmError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SYNCHRONOUS_MODES",
+    "connect",
+    "map_error",
+]
+
+SCHEMA_VERSION = 1
+SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
+
+_TABLES = ("events", "schema_version", "snapshots", "states")
+
+_DDL = (
+    "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+    """CREATE TABLE states (
+        governor TEXT NOT NULL,
+        id       TEXT NOT NULL,
+        version  INTEGER NOT NULL,
+        data     BLOB NOT NULL,
+        PRIMARY KEY (governor, id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE events (
+        governor  TEXT NOT NULL,
+        stream_id TEXT NOT NULL,
+        version   INTEGER NOT NULL,
+        event_id  TEXT NOT NULL,
+        ts        INTEGER NOT NULL,
+        data      BLOB NOT NULL,
+        PRIMARY KEY (governor, stream_id, version)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX events_by_event_id ON events (governor, stream_id, event_id)",
+    """CREATE TABLE snapshots (
+        governor  TEXT NOT NULL,
+        stream_id TEXT NOT NULL,
+        version   INTEGER NOT NULL,
+        data      BLOB NOT NULL,
+        PRIMARY KEY (governor, stream_id, version)
+    ) WITHOUT ROWID""",
+)
+
+
+def check_synchronous(value: object) -> str:
+    """``NORMAL``, ``FULL`` or ``EXTRA`` (any case), else ``InvalidInput``."""
+    mode = value.upper() if isinstance(value, str) else ""
+    if mode not in SYNCHRONOUS_MODES:
+        raise InvalidInput(
+            f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, got {value!r}",
+            field="synchronous",
+            value=value,
+        )
+    return mode
+
+
+def connect(path: str, *, synchronous: str, busy_timeout: float) -> sqlite3.Connection:
+    """Open ``path`` (creating parent folders and the schema if needed) in WAL mode with the
+    given ``synchronous`` level and busy timeout (seconds). The connection is in autocommit
+    mode (``isolation_level=None``): the store issues its own ``BEGIN``/``COMMIT``."""
+    memory = path == ":memory:" or path.startswith("file::memory:")
+    if not memory:
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot create the folder for SQLite file {path}: {exc}"
+            ) from None
+    try:
+        conn = sqlite3.connect(
+            path,
+            timeout=busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=256,
+        )
+    except sqlite3.Error as exc:
+        raise map_error(exc, path, busy_timeout) from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {max(0, int(busy_timeout * 1000))}")
+        mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        if mode != "wal" and not memory:
+            raise StoreUnavailable(f"SQLite file {path} could not switch to WAL (mode {mode})")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        _ensure_schema(conn, path)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise map_error(exc, path, busy_timeout) from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:
+    if not _has_table(conn, "schema_version"):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not _has_table(conn, "schema_version"):  # another process may have won
+                foreign = [
+                    name
+                    for (name,) in conn.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table' "
+                        "AND name NOT LIKE 'sqlite_%'"
+                    )
+                ]
+                if foreign:
+                    raise InvalidInput(
+                        f"{path} is a SQLite database but not a tai-fsm store (it has tables "
+                        f"{', '.join(sorted(foreign))} and no schema_version table)",
+                        field="path",
+                        value=path,
+                    )
+                for statement in _DDL:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    found = row[0] if row else None
+    if not isinstance(found, int):
+        raise IntegrityError(f"{path}: the schema_version table is empty or corrupt ({found!r})")
+    if found > SCHEMA_VERSION:
+        raise InvalidInput(
+            f"{path} has tai-fsm schema version {found}, newer than this tai-fsm supports "
+            f"({SCHEMA_VERSION}); upgrade tai-fsm to open it",
+            field="path",
+            value=path,
+        )
+    if found < SCHEMA_VERSION:  # no older schema has ever been released
+        raise IntegrityError(f"{path}: unknown tai-fsm schema version {found}")
+    missing = [name for name in _TABLES if not _has_table(conn, name)]
+    if missing:
+        raise IntegrityError(f"{path}: tai-fsm tables missing: {', '.join(missing)}")
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone()
+    return row is not None
+
+
+def map_error(exc: sqlite3.Error, path: str, busy_timeout: float) -> TaiFsmError:
+    """The ``TaiFsmError`` for a ``sqlite3`` error.
+
+    * busy / locked (another connection held the write lock past the busy timeout) ->
+      ``StoreUnavailable`` (transient: retry with backoff);
+    * other operational errors (I/O error, disk full, read-only file, cannot open) ->
+      ``StoreUnavailable``;
+    * a damaged file (not a database, malformed image, missing table, constraint broken)
+      -> ``IntegrityError``;
+    * anything else -> ``TaiFsmError``."""
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    text = str(exc)
+    lowered = text.lower()
+    where = f"SQLite file {path}"
+    if (
+        name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+        or "locked" in lowered
+        or ("busy" in lowered)
+    ):
+        return StoreUnavailable(
+            f"{where} is locked by another writer (waited {busy_timeout:g}s): {text}"
+        )
+    if isinstance(exc, sqlite3.OperationalError) and not (
+        "no such table" in lowered or "no such column" in lowered
+    ):
+        return StoreUnavailable(f"{where}: {text}")
+    if isinstance(exc, sqlite3.DatabaseError):
+        return IntegrityError(f"{where} is damaged or not a tai-fsm store: {text}")
+    return TaiFsmError(f"{where}: {text}")
