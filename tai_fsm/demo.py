@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tai_fsm.definition.machine import Machine
+from tai_fsm.demo_classes import DEMO_DATA, DEMO_MACHINES, MACHINES_DIR
 from tai_fsm.errors import PostCommitHookFailed, TransitionNotAllowed
 from tai_fsm.runtime.history import verify_stream
 from tai_fsm.runtime.runtime import Runtime
@@ -31,37 +32,37 @@ __all__ = ["run_demo"]
 _ACK = "ACK"
 
 
-def _demo_machines() -> list[type[Machine]]:
-    from tai_fsm.demo_classes import DEMO_MACHINES
-
-    return list(DEMO_MACHINES)
-
-
-def _instance_plan(count: int) -> list[tuple[str, str]]:
-    """(machine name, instance id) for ``count`` instances, spread over the machines."""
-    names = [cls.spec.name for cls in _demo_machines()]
-    return [(names[i % len(names)], f"{names[i % len(names)]}-{i + 1}") for i in range(count)]
+async def _new_instance(rt: Runtime, serial: int, rng: random.Random, ack: bool) -> Machine:
+    """Create the ``serial``-th demo instance (machines in turn)."""
+    machine = DEMO_MACHINES[serial % len(DEMO_MACHINES)].spec.name
+    data = dict(DEMO_DATA.get(machine, {}))
+    if machine == "order":
+        data["items"] = rng.randint(0, 3)  # some orders are empty and cannot be paid
+    instance = await rt.create(machine, f"{machine}-{serial + 1}", data, actor="demo")
+    if ack:
+        print(f"{_ACK} {instance.id} {instance.version} @create", flush=True)
+    return instance
 
 
 async def _drive(
     rt: Runtime,
-    governor: str,
-    ids: list[str],
+    pool: list[Machine],
     transitions: int,
     rng: random.Random,
     ack: bool,
+    next_serial: int,
 ) -> int:
-    """Fire ``transitions`` random allowed triggers over ``ids``; print an ACK line after
-    each commit when ``ack``. Returns how many committed."""
-    instances = {i: await rt.get(i, governor=governor) for i in ids}
+    """Fire ``transitions`` random allowed triggers over the live instances in ``pool``;
+    an instance that reaches a final state is replaced by a new one. Prints an ACK line
+    after each commit when ``ack``. Returns how many transitions committed."""
     committed = 0
     for _ in range(transitions):
-        live = [i for i in ids if instances[i].available_triggers and not instances[i].is_final]
-        if not live:
-            break
-        instance = instances[rng.choice(live)]
+        slot = rng.randrange(len(pool))
+        instance = pool[slot]
         options = [t for t in instance.available_triggers if instance.may_trigger(t)]
-        if not options:
+        if instance.is_final or not options:
+            pool[slot] = await _new_instance(rt, next_serial, rng, ack)
+            next_serial += 1
             continue
         trigger = rng.choice(options)
         try:
@@ -79,13 +80,9 @@ async def _drive(
 async def _child(store_url: str, governor: str, count: int, transitions: int, seed: int) -> None:
     rng = random.Random(seed)
     store = open_store(store_url)
-    async with Runtime(store, _demo_machines(), node_id="demo-child", governor=governor) as rt:
-        ids = []
-        for machine, instance_id in _instance_plan(count):
-            instance = await rt.create(machine, instance_id, actor="demo")
-            ids.append(instance_id)
-            print(f"{_ACK} {instance_id} {instance.version} @create", flush=True)
-        await _drive(rt, governor, ids, transitions, rng, ack=True)
+    async with Runtime(store, DEMO_MACHINES, node_id="demo-child", governor=governor) as rt:
+        pool = [await _new_instance(rt, serial, rng, ack=True) for serial in range(count)]
+        await _drive(rt, pool, transitions, rng, ack=True, next_serial=count)
 
 
 @dataclass
@@ -125,14 +122,16 @@ async def _recover_and_check(
     store_url: str, governor: str, run: _ChildRun, more: int, seed: int
 ) -> int:
     store = open_store(store_url)
-    async with Runtime(store, _demo_machines(), node_id="demo-parent", governor=governor) as rt:
+    async with Runtime(store, DEMO_MACHINES, node_id="demo-parent", governor=governor) as rt:
         ids = [i async for i in rt.instances()]
         started = time.perf_counter()
         replayed = 0
         from_snapshots = 0
         lost: list[str] = []
+        reports = []
         for instance_id in ids:
             report = await rt.recover(instance_id)
+            reports.append(report)
             replayed += report.replayed_events
             from_snapshots += 1 if report.snapshot_version else 0
             if report.instance.version < run.acked.get(instance_id, 0):
@@ -140,12 +139,14 @@ async def _recover_and_check(
         elapsed = time.perf_counter() - started
         stats = await rt.store.get_stats(governor)
         events = stats.total_events
-        print(f"recovered {len(ids)} instances from the store in {elapsed * 1000:.1f} ms "
+        print(f"recovered all {len(ids)} instances from the store in {elapsed * 1000:.1f} ms "
               f"({replayed} events replayed, {from_snapshots} from a snapshot; "
               "state set directly, no callbacks re-run)")
         missing_ack = len(lost)
-        print(f"acknowledged transitions before the kill: {run.lines} — "
-              f"{'all present' if not lost else f'{missing_ack} MISSING: {lost}'}")
+        print(f"acknowledged commits before the kill: {run.lines} — "
+              f"{'all present' if not lost else f'{missing_ack} MISSING: {lost}'}; "
+              f"the log holds {stats.total_events} events (a commit that landed before its "
+              "acknowledgement was printed is kept, never half-written)")
         print(f"last acknowledged transition: {run.last} — present")
         broken = []
         checked = 0
@@ -159,7 +160,11 @@ async def _recover_and_check(
         status = "OK" if not broken else "FAILED"
         print(f"verify {status}: {len(ids)} hash chains, {checked} events checked in "
               f"{verify_ms:.0f} ms" + ("" if not broken else f" — {broken}"))
-        committed = await _drive(rt, governor, ids, more, random.Random(seed + 1), ack=False)
+        pool = [report.instance for report in reports if not report.instance.is_final]
+        pool = pool or [await _new_instance(rt, 10_000, random.Random(seed), ack=False)]
+        committed = await _drive(
+            rt, pool, more, random.Random(seed + 1), ack=False, next_serial=len(ids) + 1000
+        )
         stats = await rt.store.get_stats(governor)
         print(f"kept going after recovery: {committed} more transitions committed "
               f"({stats.total_events} events, {stats.total_snapshots} snapshots in total)")
@@ -180,12 +185,13 @@ def run_demo(args: argparse.Namespace) -> int:
     count = max(1, args.instances)
     transitions = max(10, args.transitions)
     seed = random.randrange(1 << 30)
-    kill_after = count + random.randint(transitions // 3, (2 * transitions) // 3)
-    names = ", ".join(cls.spec.name for cls in _demo_machines())
+    kill_after = count + random.randint(transitions // 2, (3 * transitions) // 4)
+    names = ", ".join(cls.spec.name for cls in DEMO_MACHINES)
     print(f"tai-fsm demo — machines: {names}")
     print(f"store: {_where(store_url)}   governor: {governor}")
-    print(f"a child process creates {count} instances and fires up to {transitions} random "
-          f"transitions; it is killed with SIGKILL after {kill_after} acknowledgements")
+    print(f"a child process keeps {count} instances busy with {transitions} random "
+          f"transitions (finished ones are replaced by new instances) and is killed with "
+          f"SIGKILL after {kill_after} acknowledged commits")
     run = _run_child(store_url, governor, count, transitions, kill_after, seed)
     print(f"child killed (kill -9) after {run.lines} acknowledged commits"
           if run.killed else f"child finished after {run.lines} commits before the kill point")
@@ -196,8 +202,11 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"  tai-fsm {store_flag}--governor {governor} show {example}")
     print(f"  tai-fsm {store_flag}--governor {governor} history {example}")
     print(f"  tai-fsm {store_flag}--governor {governor} verify")
+    machine_file = MACHINES_DIR / f"{example.rsplit('-', 1)[0]}.yaml"
+    print(f"  tai-fsm {store_flag}--governor {governor} diagram {machine_file} "
+          f"--instance {example}")
     print(f"  tai-fsm {store_flag}--governor {governor} --machines tai_fsm.demo_classes "
-          f"diagram {example.rsplit('-', 1)[0]} --instance {example}")
+          f"send {example} <trigger>")
     return code
 
 
