@@ -1,0 +1,98 @@
+"""The runtime CLI commands end to end on a real SQLite file, and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tai_fsm.cli import main
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    store = f"sqlite:///{tmp_path / 'cli.db'}"
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(["--store", store, "--governor", "shop",
+                     "--machines", "tai_fsm.demo_classes", *args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def test_create_send_show_history_state_at(cli) -> None:  # type: ignore[no-untyped-def]
+    assert cli("create", "order", "o-1", "--data", '{"items": 2}')[0] == 0
+    code, out, _ = cli("send", "o-1", "pay", "--actor", "alice", "--reason", "checkout")
+    assert code == 0 and "state=paid v2" in out
+    code, out, _ = cli("show", "o-1", "--json")
+    shown = json.loads(out)
+    assert (shown["state"], shown["version"], shown["data"]["items"]) == ("paid", 2, 2)
+    assert [t["trigger"] for t in shown["timers"]] == ["expire"]
+    code, out, _ = cli("history", "o-1")
+    assert "pending -> paid  by alice  (checkout)" in out
+    code, out, _ = cli("history", "o-1", "--json")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [e["version"] for e in lines] == [1, 2] and lines[1]["action"] == "pay"
+    code, out, _ = cli("state-at", "o-1", "--version", "1")
+    assert code == 0 and "state=pending" in out and "version=1" in out
+    code, out, _ = cli("state-at", "o-1", "--time", lines[1]["timestamp"], "--json")
+    assert json.loads(out)["version"] == 2
+
+
+def test_errors_are_one_line_and_non_zero(cli) -> None:  # type: ignore[no-untyped-def]
+    cli("create", "order", "o-2", "--data", '{"items": 0}')
+    code, _, err = cli("send", "o-2", "pay")
+    assert code == 1 and "condition 'has_items' failed" in err
+    code, _, err = cli("show", "missing")
+    assert code == 1 and "StateNotFound" in err
+    code, _, err = cli("create", "order", "o-3", "--data", "{not json")
+    assert code == 1 and "--data is not valid JSON" in err
+    code, _, err = cli("state-at", "o-2", "--time", "yesterday")
+    assert code == 1 and "ISO-8601" in err
+
+
+def test_verify_stats_export_cleanup(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cli("create", "batch_job", "job-1")
+    for trigger in ("start", "progress", "succeed"):
+        assert cli("send", "job-1", trigger)[0] == 0
+    code, out, _ = cli("verify")
+    assert code == 0 and "verify OK: 1 stream(s), 4 event(s)" in out
+    code, out, _ = cli("stats", "--json")
+    stats = json.loads(out)
+    assert (stats["total_states"], stats["total_events"], stats["max_version"]) == (1, 4, 4)
+    target = tmp_path / "events.jsonl"
+    code, _, err = cli("export", "-o", str(target))
+    assert code == 0 and "exported 4 event(s)" in err
+    assert [json.loads(x)["action"] for x in target.read_text().splitlines()] == [
+        "@create", "start", "progress", "succeed"
+    ]
+    code, out, _ = cli("cleanup", "--older-than", "30d", "--json")
+    assert code == 0 and json.loads(out)["deleted_events"] == 0
+    code, _, err = cli("cleanup", "--older-than", "soon")
+    assert code == 1 and "soon" in err
+
+
+def test_demo_runs_from_any_directory_and_verifies(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAI_FSM_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "tai_fsm.cli", "demo", "--instances", "8",
+         "--transitions", "80"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "child killed (kill -9)" in out
+    assert "all present" in out and "verify OK" in out
+    assert str(tmp_path / "tai_fsm.db") in out  # says where it left its database
+    governor = out.split("governor: ")[1].split()[0]
+    check = subprocess.run(
+        [sys.executable, "-m", "tai_fsm.cli", "--governor", governor, "verify"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert check.returncode == 0 and "verify OK" in check.stdout
