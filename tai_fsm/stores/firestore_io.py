@@ -1,0 +1,257 @@
+"""Document references, key-range scans, commits and stream heads for the Firestore store.
+
+:class:`Documents` is the layer between :class:`~tai_fsm.stores.firestore.FirestoreStore`
+(the Store contract) and the ``google.cloud.firestore`` client: it knows the layout of
+:mod:`tai_fsm.stores.firestore_codec`, turns Google errors into tai-fsm errors, and counts
+on nothing but write preconditions for concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+from google.api_core import exceptions as gexc
+from google.auth import exceptions as auth_exc
+from google.cloud.firestore import AsyncClient
+from google.cloud.firestore_v1.async_aggregation import AsyncAggregationQuery
+from google.cloud.firestore_v1.async_batch import AsyncWriteBatch
+from google.cloud.firestore_v1.async_collection import AsyncCollectionReference
+from google.cloud.firestore_v1.async_document import AsyncDocumentReference
+from google.cloud.firestore_v1.async_query import AsyncQuery
+from google.cloud.firestore_v1.base_document import DocumentSnapshot
+
+from tai_fsm.errors import IntegrityError, InvalidInput, VersionConflict
+from tai_fsm.ids import validate_id
+from tai_fsm.records import Event, StateSnapshot, StoredState
+from tai_fsm.stores.common import decode_event, decode_snapshot
+from tai_fsm.stores.firestore_codec import (
+    Token,
+    event_key,
+    record_of,
+    stream_range,
+)
+from tai_fsm.stores.firestore_errors import CONFLICT_ERRORS, call, translate
+
+__all__ = ["RETRIES", "Doc", "Documents", "pause"]
+
+#: Attempts for operations that race other writers (unconditional writes, head lookups).
+RETRIES = 25
+
+Doc = DocumentSnapshot[AsyncDocumentReference]
+
+
+async def pause(attempt: int) -> None:
+    """Sleep a jittered, exponentially growing moment (at most 0.5 s) before a retry."""
+    await asyncio.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
+
+
+class Documents:
+    """Firestore I/O for one store: ``client`` and the root collection id ``root``."""
+
+    def __init__(self, client: AsyncClient, root: str) -> None:
+        self.client = client
+        self.root = root
+
+    # ------------------------------------------------------------------ references
+    def root_collection(self) -> AsyncCollectionReference:
+        return self.client.collection(self.root)
+
+    def governor(self, governor: str) -> AsyncDocumentReference:
+        return self.root_collection().document(validate_id(governor, "governor"))
+
+    def states(self, governor: str) -> AsyncCollectionReference:
+        return cast(AsyncCollectionReference, self.governor(governor).collection("states"))
+
+    def events(self, governor: str) -> AsyncCollectionReference:
+        return cast(AsyncCollectionReference, self.governor(governor).collection("events"))
+
+    def snapshots(self, governor: str) -> AsyncCollectionReference:
+        return cast(AsyncCollectionReference, self.governor(governor).collection("snapshots"))
+
+    def batch(self) -> AsyncWriteBatch:
+        return self.client.batch()
+
+    # ------------------------------------------------------------------ queries
+    @staticmethod
+    def key_range(
+        col: AsyncCollectionReference,
+        first: str | None,
+        end: str | None,
+        *,
+        end_inclusive: bool,
+        after: str | None = None,
+        fields: list[str] | None = None,
+    ) -> AsyncQuery:
+        """Documents with ``first <= id`` (``after < id`` when given) and ``id < end``
+        (``<= end`` when inclusive; None = unbounded), in key order — served by the
+        built-in key index. ``fields`` projects (``[]``: names only)."""
+        query: AsyncQuery = col.select(fields) if fields is not None else col.order_by("__name__")
+        if fields is not None:
+            query = query.order_by("__name__")
+        if after is not None:
+            query = query.start_after({"__name__": col.document(after)})
+        elif first:
+            query = query.start_at({"__name__": col.document(first)})
+        if end is None:
+            return query
+        bound = {"__name__": col.document(end)}
+        return query.end_at(bound) if end_inclusive else query.end_before(bound)
+
+    async def fetch(self, query: AsyncQuery, what: str) -> list[Doc]:
+        """Run ``query`` (one RunQuery RPC)."""
+        return list(await call(query.get(), what))
+
+    async def scan(
+        self,
+        col: AsyncCollectionReference,
+        first: str | None,
+        end: str | None,
+        *,
+        end_inclusive: bool,
+        page: int,
+        what: str,
+        fields: list[str] | None = None,
+    ) -> AsyncIterator[list[Doc]]:
+        """Pages of at most ``page`` documents of a key range, one query per page."""
+        after: str | None = None
+        while True:
+            query = self.key_range(
+                col, first, end, end_inclusive=end_inclusive, after=after, fields=fields
+            )
+            docs = await self.fetch(query.limit(page), what)
+            if docs:
+                yield docs
+            if len(docs) < page:
+                return
+            after = docs[-1].id
+
+    async def aggregate(self, query: AsyncAggregationQuery, what: str) -> dict[str, int]:
+        """Run an aggregation query; alias -> integer value."""
+        result = await call(query.get(), what)
+        return {agg.alias: int(agg.value or 0) for agg in result[0]}
+
+    async def get_all(self, refs: list[AsyncDocumentReference], what: str) -> list[Doc]:
+        """Several documents through one BatchGetDocuments RPC (missing ones included,
+        with ``exists`` False)."""
+
+        async def collect() -> list[Doc]:
+            return [doc async for doc in self.client.get_all(refs)]
+
+        return await call(collect(), what)
+
+    # ------------------------------------------------------------------ writes
+    def precondition(self, token: str | Token | None) -> Any:
+        """The write option "the document's update_time is still the one in ``token``"."""
+        parsed = token if isinstance(token, Token) else Token.parse(token)
+        if parsed is None:
+            raise InvalidInput(f"not a Firestore store token: {token!r}", field="token")
+        return self.client.write_option(last_update_time=parsed.update_time)
+
+    async def commit(self, batch: AsyncWriteBatch, what: str) -> list[Any]:
+        """Commit ``batch`` in ONE RPC. Failed preconditions (ALREADY_EXISTS,
+        FAILED_PRECONDITION, NOT_FOUND) propagate as Google errors for the caller to
+        interpret; everything else is translated."""
+        try:
+            return list(await batch.commit())
+        except CONFLICT_ERRORS:
+            raise
+        except (gexc.GoogleAPIError, auth_exc.GoogleAuthError) as exc:
+            raise translate(exc, what) from exc
+
+    # ------------------------------------------------------------------ records
+    @staticmethod
+    def stored_state(doc: Doc, governor: str) -> StoredState:
+        """A state document as a ``StoredState`` with its token."""
+        data = doc.to_dict()
+        version = int((data or {}).get("version") or 0)
+        snapshot = decode_snapshot(record_of(data), governor, doc.id, version)
+        return StoredState(
+            snapshot=snapshot, version=version, token=str(Token.of(version, doc.update_time))
+        )
+
+    @staticmethod
+    def event(doc: Doc, governor: str) -> Event:
+        data = doc.to_dict() or {}
+        stream_id, version = data.get("stream_id"), data.get("version")
+        if not isinstance(stream_id, str) or not isinstance(version, int):
+            raise IntegrityError(f"event document {doc.id!r} in governor {governor!r} is corrupt")
+        return decode_event(record_of(data), governor, stream_id, version)
+
+    @staticmethod
+    def snapshot(doc: Doc, governor: str, stream_id: str) -> StateSnapshot:
+        version = int((doc.to_dict() or {}).get("version") or 0)
+        return decode_snapshot(record_of(doc.to_dict()), governor, stream_id, version, "snapshot")
+
+    async def get_state(self, governor: str, state_id: str) -> StoredState | None:
+        """The state record (one ``get``), or None when absent."""
+        ref = self.states(governor).document(state_id)
+        doc = await call(ref.get(), f"read of state {state_id!r}")
+        return self.stored_state(doc, governor) if doc.exists else None
+
+    # ------------------------------------------------------------------ stream heads
+    async def count(self, governor: str, stream_id: str) -> int:
+        """Event documents of ``stream_id`` (one aggregation over its key range; billed one
+        read per 1000 index entries)."""
+        first, end = stream_range(stream_id)
+        query = self.key_range(self.events(governor), first, end, end_inclusive=False)
+        counted = cast(AsyncAggregationQuery, query.count(alias="n"))
+        return (await self.aggregate(counted, f"count of stream {stream_id!r}"))["n"]
+
+    async def lowest(self, governor: str, stream_id: str) -> int:
+        """The oldest stored version of ``stream_id`` (0 when it has no events)."""
+        first, end = stream_range(stream_id)
+        col = self.events(governor)
+        query = self.key_range(col, first, end, end_inclusive=False, fields=["version"])
+        docs = await self.fetch(query.limit(1), f"read of stream {stream_id!r}")
+        return int(docs[0].get("version")) if docs else 0
+
+    async def head_estimate(self, governor: str, stream_id: str) -> int:
+        """The head from two parallel queries: oldest stored version + count - 1 (stored
+        events are contiguous — compaction removes a prefix and keeps the head). A
+        concurrent append or compaction can make it stale: writers confirm it with write
+        preconditions, :meth:`head` with a point read."""
+        lowest, count = await asyncio.gather(
+            self.lowest(governor, stream_id), self.count(governor, stream_id)
+        )
+        return lowest + count - 1 if count else 0
+
+    async def head(self, governor: str, stream_id: str) -> int:
+        """The exact head: :meth:`head_estimate` confirmed by one BatchGetDocuments (the
+        event at the head exists and the next does not) — two round trips."""
+        col = self.events(governor)
+        for attempt in range(RETRIES):
+            head = await self.head_estimate(governor, stream_id)
+            keys = [event_key(stream_id, v) for v in (head, head + 1) if v > 0]
+            docs = await self.get_all([col.document(k) for k in keys], "read of stream head")
+            present = {doc.id for doc in docs if doc.exists}
+            if (head == 0 or keys[0] in present) and event_key(stream_id, head + 1) not in present:
+                return head
+            await pause(attempt)
+        raise VersionConflict(stream_id, -1, None)
+
+    async def delete_range(
+        self,
+        col: AsyncCollectionReference,
+        first: str,
+        end: str,
+        what: str,
+        *,
+        end_inclusive: bool,
+        page: int = 500,
+    ) -> tuple[int, int]:
+        """Delete a key range oldest first, one commit per page of up to 500; returns
+        (documents, bytes of their records)."""
+        count, size = 0, 0
+        async for docs in self.scan(
+            col, first, end, end_inclusive=end_inclusive, page=page, fields=["size"], what=what
+        ):
+            batch = self.batch()
+            for doc in docs:
+                batch.delete(doc.reference)
+                size += int(doc.get("size") or 0)
+            await self.commit(batch, what)
+            count += len(docs)
+        return count, size
