@@ -29,7 +29,11 @@ def dumps(value: Any, *, what: str = "data") -> bytes:
 
 
 def dumps_model(model: BaseModel, *, what: str = "record") -> bytes:
-    """Encode a pydantic record as JSON bytes (its JSON mode dump)."""
+    """Encode a pydantic record as JSON bytes (its JSON mode dump, or the encoding the
+    record carries from where it was built — see ``records._EncodedRecord``)."""
+    cached: bytes | None = getattr(model, "_tai_json", None)
+    if cached is not None:
+        return cached
     try:
         return orjson.dumps(model.model_dump(mode="json"), option=_OPTIONS)
     except (TypeError, ValueError, orjson.JSONEncodeError) as exc:

@@ -1,6 +1,6 @@
 """Identifier rules shared by every store (DESIGN.md §3).
 
-An id (governor, state/instance/stream id, lock resource, command id) is 1–512 UTF-8 bytes,
+An id (governor, state/instance/stream id, lock resource, command id) is 1 to 512 UTF-8 bytes,
 contains no ``/`` and no control characters, is not ``.`` or ``..``, and does not have the
 reserved ``__x__`` form. Anything else raises ``InvalidInput`` before any write.
 """

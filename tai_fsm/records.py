@@ -6,11 +6,12 @@ aware one in another zone is converted to UTC.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from enum import Enum
-from typing import Any
+from enum import StrEnum
+from typing import Any, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from tai_fsm.errors import InvalidInput
 
@@ -25,9 +26,28 @@ __all__ = [
     "StoreStats",
     "StoredState",
     "VectorClock",
+    "construct_trusted",
     "ensure_utc",
     "utc_now",
 ]
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def construct_trusted(cls: type[ModelT], fields: dict[str, Any]) -> ModelT:
+    """Build a record from ``fields`` WITHOUT validation (about 2 us instead of 10 to 30 us).
+
+    For hot paths that assembled ``fields`` from already-validated parts only: every field
+    present, of the declared type (nested records as record instances), timestamps aware
+    UTC. ``fields`` becomes the instance's storage: do not mutate it afterwards."""
+    instance = cls.__new__(cls)
+    object.__setattr__(instance, "__dict__", fields)
+    object.__setattr__(instance, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(instance, "__pydantic_extra__", None)
+    private = {name: None for name in cls.__private_attributes__} or None
+    object.__setattr__(instance, "__pydantic_private__", private)
+    return instance
 
 
 def utc_now() -> datetime:
@@ -51,7 +71,27 @@ class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ClockOrder(str, Enum):
+class _EncodedRecord(_Record):
+    """A record that may carry its own JSON encoding, set by the code that built it from a
+    document it already had (the runtime's hot path), so stores need not encode it again.
+    Equality ignores the cache; any ``model_copy`` drops it."""
+
+    _tai_json: bytes | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = _Record.__hash__
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copied = super().model_copy(update=update, deep=deep)
+        copied._tai_json = None
+        return copied
+
+
+class ClockOrder(StrEnum):
     """How two vector clocks relate."""
 
     BEFORE = "before"
@@ -119,7 +159,7 @@ class ChangeMetadata(_Record):
     context: dict[str, Any] = Field(default_factory=dict)
 
 
-class StateSnapshot(_Record):
+class StateSnapshot(_EncodedRecord):
     """A record's full state at one version. ``data`` is any JSON value."""
 
     id: str
@@ -135,7 +175,7 @@ class StateSnapshot(_Record):
         return ensure_utc(value)
 
 
-class Event(_Record):
+class Event(_EncodedRecord):
     """One entry of an append-only stream. ``stream_id`` defaults to ``to_state.id``;
     ``version`` 0 means "assign on append" (the stream's next version)."""
 

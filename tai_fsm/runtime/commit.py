@@ -23,10 +23,11 @@ import asyncio
 import contextvars
 import inspect
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from tai_fsm.definition.machine import Machine
 from tai_fsm.engine.adapter import CompiledMachine, FireOutcome
@@ -37,7 +38,15 @@ from tai_fsm.errors import (
     TransitionNotAllowed,
     VersionConflict,
 )
-from tai_fsm.records import ChangeMetadata, Event, StateSnapshot, StoredState, utc_now
+from tai_fsm.records import (
+    ChangeMetadata,
+    Event,
+    StateSnapshot,
+    StoredState,
+    VectorClock,
+    construct_trusted,
+    utc_now,
+)
 from tai_fsm.runtime.codec import data_from_json, data_to_json, next_timers, record_parts
 from tai_fsm.runtime.hashing import compute_event_hash
 
@@ -47,6 +56,8 @@ if TYPE_CHECKING:
 __all__ = ["Committer", "InstanceCore", "core_of"]
 
 log = logging.getLogger("tai_fsm.runtime")
+
+_JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 
 #: The instance whose callbacks or post-commit hooks are running in this context.
 _ACTIVE: contextvars.ContextVar[InstanceCore | None] = contextvars.ContextVar(
@@ -95,6 +106,20 @@ class InstanceCore:
         self.timestamp = snapshot.timestamp
         self.clock = snapshot.causality
         self.last_hash: str | None = snapshot.metadata.context.get("event_hash")
+
+    def load_committed(
+        self, record: StateSnapshot, state: str, version: int, token: str | None
+    ) -> None:
+        """Adopt the record this instance just committed (already known to be well-formed)."""
+        data = record.data
+        self.committed_state = state
+        self.committed_data = data["data"]
+        self.committed_timers = data.get("timers") or []
+        self.version = version
+        self.token = token
+        self.timestamp = record.timestamp
+        self.clock = record.causality
+        self.last_hash = record.metadata.context["event_hash"]
 
     def get_lock(self) -> asyncio.Lock:
         if self.lock is None:
@@ -232,8 +257,7 @@ class Committer:
                 restore(instance, core)
                 _cancel(queued)
                 raise
-            stored = StoredState(snapshot=record, version=event.version, token=result.token)
-            core.load(stored)
+            core.load_committed(record, outcome.dest, event.version, result.token)
             instance.version = event.version
             runtime.after_commit(instance.governor, record, self.compiled)
             return event, outcome, queued
@@ -284,16 +308,18 @@ class Committer:
         spec = self.compiled.spec
         now = utc_now()
         version = core.version + 1
-        event_id = uuid.uuid4().hex
-        clock = core.clock.increment(runtime.node_id)
-        timers = next_timers(spec, outcome.dest, outcome.entered, core.committed_timers, now)
+        event_id = runtime.new_event_id()
+        clocks = dict(core.clock.clocks)
+        clocks[runtime.node_id] = clocks.get(runtime.node_id, 0) + 1
         record_data: dict[str, Any] = {
             "machine": spec.name,
             "state": outcome.dest,
             "data": new_data,
         }
-        if timers:
-            record_data["timers"] = timers
+        if core.committed_timers or outcome.entered:
+            timers = next_timers(spec, outcome.dest, outcome.entered, core.committed_timers, now)
+            if timers:
+                record_data["timers"] = timers
         previous: dict[str, Any] = {
             "machine": spec.name,
             "state": core.committed_state,
@@ -303,46 +329,51 @@ class Committer:
             previous["timers"] = core.committed_timers
         changed_by = actor or runtime.node_id
         event_context = {**context, "definition_version": spec.version, "node": runtime.node_id}
-        metadata = {
-            "changed_by": changed_by,
-            "reason": reason or "",
-            "parent_version": core.version,
-            "context": event_context,
-        }
-        clock_doc = {"clocks": clock.clocks}
-        # Built directly in Event.model_dump() shape: hashed, then validated once.
+        # The event is assembled as a plain document in Event.model_dump() shape, hashed and
+        # encoded once, then turned into records without re-validation: every part is
+        # already validated (ids, JSON-native data, aware UTC timestamps).
         document: dict[str, Any] = {
             "id": event_id,
             "stream_id": instance.id,
             "version": version,
             "action": outcome.trigger,
             "from_state": _snapshot_doc(
-                instance.id, previous, core.version, core.timestamp, core.clock.clocks
+                instance.id, previous, core.version, core.timestamp, core.clock.clocks,
+                _DEFAULT_METADATA,
             ),
-            "to_state": _snapshot_doc(instance.id, record_data, version, now, clock.clocks),
+            "to_state": _snapshot_doc(
+                instance.id, record_data, version, now, clocks, _DEFAULT_METADATA
+            ),
             "payload": payload,
             "timestamp": now,
-            "causality": clock_doc,
-            "metadata": metadata,
+            "causality": {"clocks": clocks},
+            "metadata": {
+                "changed_by": changed_by,
+                "reason": reason or "",
+                "parent_version": core.version,
+                "context": event_context,
+            },
             "prev_hash": core.last_hash,
             "hash": None,
         }
         digest = compute_event_hash(document)
         document["hash"] = digest
-        event = Event.model_validate(document)
-        record = StateSnapshot(
-            id=instance.id,
-            data=record_data,
-            version=version,
-            timestamp=now,
-            metadata=ChangeMetadata(
-                changed_by=changed_by,
-                reason=reason or "",
-                parent_version=core.version,
-                context={"event_id": event_id, "event_hash": digest, "action": outcome.trigger},
-            ),
-            causality=clock,
+        encoded_event = orjson.dumps(document, option=_JSON_OPTIONS)
+        record_doc = _snapshot_doc(
+            instance.id, record_data, version, now, clocks,
+            {
+                "changed_by": changed_by,
+                "reason": reason or "",
+                "parent_version": core.version,
+                "context": {"event_id": event_id, "event_hash": digest,
+                            "action": outcome.trigger},
+            },
         )
+        encoded_record = orjson.dumps(record_doc, option=_JSON_OPTIONS)
+        event = _event_record(document)
+        event._tai_json = encoded_event
+        record = _snapshot_record(record_doc)
+        record._tai_json = encoded_record
         return event, record
 
     # ------------------------------------------------------------------ after the commit
@@ -398,18 +429,46 @@ class Committer:
                     item.future.set_result(event)
 
 
+_DEFAULT_METADATA: dict[str, Any] = {
+    "changed_by": "system", "reason": "", "parent_version": None, "context": {}
+}
+
+
 def _snapshot_doc(
-    state_id: str, data: Any, version: int, timestamp: Any, clocks: dict[str, int]
+    state_id: str,
+    data: Any,
+    version: int,
+    timestamp: Any,
+    clocks: dict[str, int],
+    metadata: dict[str, Any],
 ) -> dict[str, Any]:
-    """A ``StateSnapshot.model_dump()``-shaped dict with default metadata."""
+    """A ``StateSnapshot.model_dump()``-shaped dict."""
     return {
         "id": state_id,
         "data": data,
         "version": version,
         "timestamp": timestamp,
-        "metadata": {"changed_by": "system", "reason": "", "parent_version": None, "context": {}},
+        "metadata": metadata,
         "causality": {"clocks": clocks},
     }
+
+
+def _snapshot_record(doc: dict[str, Any]) -> StateSnapshot:
+    return construct_trusted(StateSnapshot, {
+        **doc,
+        "metadata": construct_trusted(ChangeMetadata, dict(doc["metadata"])),
+        "causality": construct_trusted(VectorClock, dict(doc["causality"])),
+    })
+
+
+def _event_record(doc: dict[str, Any]) -> Event:
+    return construct_trusted(Event, {
+        **doc,
+        "from_state": _snapshot_record(doc["from_state"]),
+        "to_state": _snapshot_record(doc["to_state"]),
+        "causality": construct_trusted(VectorClock, dict(doc["causality"])),
+        "metadata": construct_trusted(ChangeMetadata, dict(doc["metadata"])),
+    })
 
 
 def _cancel(queued: list[_Queued]) -> None:

@@ -12,6 +12,7 @@ logged and retried on a later commit or at close, and recovery never depends on 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import uuid
@@ -109,6 +110,13 @@ class Runtime:
         self._background: set[asyncio.Task[None]] = set()
         self._failed_snapshots: dict[tuple[str, str], tuple[StateSnapshot, int]] = {}
         self._closed = False
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._id_counter = itertools.count(1)
+
+    def new_event_id(self) -> str:
+        """A unique event id: a random 64-bit prefix per runtime plus a counter (cheaper than
+        a uuid4 per event; ids are not store keys, so their order does not matter)."""
+        return f"{self._id_prefix}{next(self._id_counter):016x}"
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Self:
