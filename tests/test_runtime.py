@@ -320,3 +320,38 @@ async def test_public_api_names(store: Store) -> None:
     assert fsm.StateSnapshot is StateSnapshot
     persister = fsm.StateMachinePersister.with_defaults(store)
     assert persister.config == fsm.PersistenceConfig()
+
+
+class _SnapshotsFailOnce:
+    """A real store whose first ``save_snapshot`` raises (a passing outage)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.failures = 1
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("inner", "failures", "save_snapshot"):
+            return object.__getattribute__(self, name)
+        return getattr(object.__getattribute__(self, "inner"), name)
+
+    async def save_snapshot(self, *args: Any, **kwargs: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("snapshot write timed out")
+        await self.inner.save_snapshot(*args, **kwargs)
+
+
+async def test_a_failed_snapshot_is_logged_and_retried_not_lost(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = _SnapshotsFailOnce(store)
+    async with Runtime(flaky, [Account], own_store=False) as rt:  # type: ignore[arg-type]
+        acct = await rt.create("account", "snap-retry", governor=GOV)
+        for _ in range(4):  # v5: snapshot due, and it fails
+            await acct.trigger("deposit", payload={"amount": 1})
+        await rt.flush()
+        assert "snapshot of bank/snap-retry v5 failed" in caplog.text
+        assert await store.snapshot_versions(GOV, "snap-retry") == [5]  # retried by flush
+        for _ in range(5):
+            await acct.trigger("deposit", payload={"amount": 1})
+    assert await store.snapshot_versions(GOV, "snap-retry") == [5, 10]
