@@ -53,9 +53,9 @@ class Deployment(fsm.Machine):
     build = pending.to(building)
     build_ok = building.to(deploying)
     build_failed = building.to(failed)
-    promote = deploying["canary"].to(
-        deploying["full"], conditions=["canary_healthy"]
-    ) | deploying["canary"].to(rolling_back)
+    promote = deploying["canary"].to(deploying["full"], conditions=["canary_healthy"]) | deploying[
+        "canary"
+    ].to(rolling_back)
     report_errors = deploying.to(None, before=["record_error_rate"])
     complete = deploying["full"].to(live, unless=["error_budget_exceeded"])
     abort = deploying.to(rolling_back)

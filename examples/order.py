@@ -63,4 +63,3 @@ class Order(fsm.Machine):
     def notify_courier(self, event: Any) -> None:
         """Post-commit hook of ``ship``."""
         log.info("courier notified for order %s", self.id)
-

@@ -106,7 +106,8 @@ def _duplicate(name: str, first: type[Machine], second: type[Machine]) -> Defini
 def load_machines_from_target(target: str) -> dict[str, type[Machine]]:
     """Machines named by the CLI's ``--machines`` value.
 
-    * an existing folder: :func:`load_machines`;
+    * an existing folder: :func:`load_machines` (unless it holds no YAML files but is a
+      Python package named by ``target`` — then it is imported as below);
     * an existing ``.yaml``/``.yml`` file: that one machine;
     * otherwise an import path ``package.module[:attr]``: the module is imported (the current
       directory is put on ``sys.path`` first, as ``uvicorn`` does) and every ``Machine``
@@ -115,7 +116,8 @@ def load_machines_from_target(target: str) -> dict[str, type[Machine]]:
       YAML base and the class adding behaviour), the most derived class wins.
     """
     path = Path(target)
-    if path.is_dir():
+    is_package = (path / "__init__.py").is_file() and bool(_IMPORT_PATH.fullmatch(target))
+    if path.is_dir() and not (is_package and not machine_files(path)):
         return load_machines(path)
     if path.is_file() and path.suffix in YAML_SUFFIXES:
         cls = load_machine(path)

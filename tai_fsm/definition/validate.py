@@ -61,6 +61,7 @@ __all__ = [
     "ensure_valid",
     "leaf_of",
     "validate",
+    "walk_states",
 ]
 
 _MACHINE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,99}")
@@ -69,7 +70,8 @@ _MACHINE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,99}")
 def describe_transition(transition: TransitionSpec) -> str:
     """``transition 'pay' (pending -> paid)`` — how messages name a transition."""
     dest = "internal" if transition.dest is None else transition.dest
-    return f"transition '{transition.trigger}' ({', '.join(transition.source)} -> {dest})"
+    source = ", ".join(transition.source) or "no source"
+    return f"transition '{transition.trigger}' ({source} -> {dest})"
 
 
 def ensure_valid(spec: MachineSpec, source: SourceMap | None = None) -> None:
@@ -87,9 +89,7 @@ def validate(spec: MachineSpec, source: SourceMap | None = None) -> list[Definit
 def callback_references(spec: MachineSpec) -> Iterator[tuple[str, str, Key]]:
     """Every callback name in ``spec`` as ``(name, role, source-map key)``, where role reads
     like ``conditions of transition 'pay' (pending -> paid)`` or ``on_enter of state 'paid'``."""
-    for path in spec.state_names():
-        state = spec.find_state(path)
-        assert state is not None
+    for path, state in walk_states(spec):
         for kind in STATE_CALLBACKS:
             for name in getattr(state, kind):
                 yield name, f"{kind} of state '{path}'", ("state", path, kind)
@@ -138,6 +138,18 @@ def check_callbacks(spec: MachineSpec, cls: type) -> list[DefinitionProblem]:
                 )
             )
     return problems
+
+
+def walk_states(spec: MachineSpec) -> Iterator[tuple[str, StateSpec]]:
+    """Every state with its full path, depth first in declaration order (duplicates too)."""
+
+    def walk(states: tuple[StateSpec, ...], prefix: str) -> Iterator[tuple[str, StateSpec]]:
+        for state in states:
+            path = prefix + state.name
+            yield path, state
+            yield from walk(state.children, path + NESTED_SEPARATOR)
+
+    return walk(spec.states, "")
 
 
 def leaf_of(spec: MachineSpec, path: str) -> str | None:
@@ -414,10 +426,8 @@ class _Validator:
                         f"state '{path}' is unreachable from the initial state '{spec.initial}'",
                         ("state", path),
                     )
-        for path in self.paths:
-            state = spec.find_state(path)
-            assert state is not None
-            if state.timeout is not None:
+        for path, state in walk_states(spec):
+            if state.timeout is not None and not state.final:
                 self.check_timeout(path, state.timeout.trigger, state.timeout.after)
             if state.children or state.final:
                 continue

@@ -30,7 +30,7 @@ from tai_fsm.errors import DefinitionError
 __all__ = ["MAX_NODES", "MachineLoader", "Node", "compose_text", "describe"]
 
 #: Upper bound on YAML nodes in one machine file.
-MAX_NODES = 100_000
+MAX_NODES = 50_000
 
 _TAG = "tag:yaml.org,2002:"
 _NULL, _BOOL, _INT, _FLOAT, _STR = (_TAG + t for t in ("null", "bool", "int", "float", "str"))
@@ -98,8 +98,9 @@ def describe(value: object) -> str:
 
 def compose_text(text: str, file: str | None = None) -> Node | None:
     """The single YAML document in ``text`` as a :class:`Node` tree (None if empty)."""
-    loader = MachineLoader(text)
+    loader: MachineLoader | None = None
     try:
+        loader = MachineLoader(text)
         root = loader.get_single_node()
         if root is None:
             return None
@@ -117,7 +118,7 @@ def compose_text(text: str, file: str | None = None) -> Node | None:
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
         raise DefinitionError(
-            f"invalid YAML: unacceptable character {exc.character!r} "
+            f"invalid YAML: unacceptable character {chr(exc.character)!r} "
             f"({exc.reason}); machine files must be printable text",
             file=file,
             line=line,
@@ -130,7 +131,8 @@ def compose_text(text: str, file: str | None = None) -> Node | None:
             "invalid YAML: nesting is too deep (or a merge key refers to itself)", file=file
         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 class _Builder:
@@ -186,6 +188,8 @@ class _Builder:
 
     @staticmethod
     def bad_tag(tag: str) -> str:
+        if tag.startswith(_TAG):
+            tag = "!!" + tag[len(_TAG) :]
         return (
             f"unsupported YAML tag '{tag}': machine files hold plain data only "
             "(mappings, lists, strings, numbers, true/false, null)"

@@ -32,7 +32,7 @@ from tai_fsm.definition.spec import (
     TransitionSpec,
 )
 from tai_fsm.definition.validate import validate
-from tai_fsm.definition.yaml_nodes import Node, compose_text, describe
+from tai_fsm.definition.yaml_nodes import MAX_NODES, Node, compose_text, describe
 from tai_fsm.errors import DefinitionError, DefinitionProblem, InvalidInput
 
 __all__ = [
@@ -93,8 +93,12 @@ def read_machine_text(text: str, file: str | None = None) -> tuple[MachineSpec, 
     spec, source = parse_machine_text(text, file=file)
     problems = validate(spec, source)
     if problems:
-        raise DefinitionError(problems)
+        raise DefinitionError(_in_file_order(problems))
     return spec, source
+
+
+def _in_file_order(problems: list[DefinitionProblem]) -> list[DefinitionProblem]:
+    return sorted(problems, key=lambda p: (p.line or 0, p.column or 0))
 
 
 def parse_machine_text(text: str, file: str | None = None) -> tuple[MachineSpec, SourceMap]:
@@ -106,11 +110,19 @@ def parse_machine_text(text: str, file: str | None = None) -> tuple[MachineSpec,
 
 def to_plain(node: Node | None) -> Any:
     """The plain Python data (dicts, lists, scalars) of a node tree, e.g. for JSON Schema
-    validation. Shared (aliased) parts are copied; cycles raise ``DefinitionError``."""
+    validation or a field's default. Shared (aliased) parts are copied; a cycle, or a copy
+    larger than ``MAX_NODES`` values (an alias bomb), raises ``DefinitionError``."""
+    budget = [MAX_NODES]
 
     def walk(item: Node, depth: int) -> Any:
-        if depth > 100:
-            raise DefinitionError("YAML structure is nested too deeply or is recursive")
+        budget[0] -= 1
+        if depth > 100 or budget[0] < 0:
+            raise DefinitionError(
+                "YAML value is nested too deeply, recursive, or too large once aliases are "
+                "expanded",
+                line=item.line,
+                column=item.column,
+            )
         if isinstance(item.value, dict):
             return {k: walk(v, depth + 1) for k, v in item.value.items()}
         if isinstance(item.value, list):
@@ -225,7 +237,7 @@ class _Reader:
         self.mark((), root)
         body = self.mapping(root, "machine", MACHINE_KEYS)
         if body is None:
-            raise DefinitionError(self.problems)
+            raise DefinitionError(_in_file_order(self.problems))
         for key, value in body.items():
             self.mark((key,), value)
         for key, hint in (
@@ -244,7 +256,7 @@ class _Reader:
         retention = self.integer(body.get("snapshot_retention"), "snapshot_retention", 5)
         description = self.text(body.get("description"), "description")
         if self.problems or name is None or initial is None:
-            raise DefinitionError(self.problems)
+            raise DefinitionError(_in_file_order(self.problems))
         try:
             spec = MachineSpec(
                 name=name,
@@ -436,7 +448,13 @@ class _Reader:
                         f"got {describe(body['type'])}",
                     )
                     continue
-            default = to_plain(body["default"]) if "default" in body else None
+            default = None
+            if "default" in body:
+                try:
+                    default = to_plain(body["default"])
+                except DefinitionError as exc:
+                    self.error(body["default"], exc.problems[0].message)
+                    continue
             found.append(
                 FieldSpec.model_validate(
                     {
