@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tai_fsm.definition.machine import Machine
 from tai_fsm.demo_classes import DEMO_DATA, DEMO_MACHINES, MACHINES_DIR
-from tai_fsm.errors import PostCommitHookFailed, TransitionNotAllowed
+from tai_fsm.errors import PostCommitHookFailed, TaiFsmError, TransitionNotAllowed
 from tai_fsm.runtime.history import verify_stream
 from tai_fsm.runtime.runtime import Runtime
 from tai_fsm.stores.url import open_store
@@ -114,7 +114,9 @@ def _run_child(store_url: str, governor: str, count: int, transitions: int,
     if proc.stdout:
         proc.stdout.close()
     if not run.killed and proc.returncode != 0:
-        raise RuntimeError(f"demo child process failed with exit code {proc.returncode}")
+        raise TaiFsmError(
+            f"the demo's child process failed (exit code {proc.returncode}); its error is above"
+        )
     return run
 
 
