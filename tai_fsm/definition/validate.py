@@ -15,7 +15,7 @@ Rules:
 * structure — sibling states and data fields are unique; a compound state names an existing
   ``initial`` child; a state without children has no ``initial``; final states have no
   children, no timeout, and no transition naming them as a source (``"*"`` sources are not
-  counted: the engine applies them only to non-final states);
+  counted: ``*`` is meant as "any non-final state", and expanding it is the engine's job);
 * references — the machine's ``initial`` and every transition source and dest exist;
 * duplicates — for one (trigger, source) pair, a transition declared after one with no
   conditions/unless, or after one with exactly the same conditions/unless, can never fire and
