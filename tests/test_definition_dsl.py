@@ -272,6 +272,21 @@ def test_dsl_errors() -> None:
 
     with pytest.raises(DefinitionError, match="Timeout: invalid duration 'soon'"):
         fsm.Timeout("soon", "x")
+    with pytest.raises(DefinitionError) as info:
+        fsm.State(on_enter=fsm.State())  # type: ignore[arg-type]
+    assert str(info.value).startswith(
+        "callbacks must be a method name, a function, or a list of those; got <State"
+    )
+    with pytest.raises(DefinitionError, match="callback 3 must be a method name or a function"):
+        fsm.State(on_exit=["ok", 3])  # type: ignore[list-item]
+
+
+def test_functions_can_name_callbacks() -> None:
+    def check(self: Any, event: Any) -> bool:
+        return True
+
+    assert fsm.State(on_enter=check).on_enter == ("check",)
+    assert fsm.State().to("x", conditions=[check, "other"]).conditions == ("check", "other")
 
 
 def test_dsl_errors_point_at_the_class() -> None:

@@ -144,6 +144,13 @@ def test_missing_keys_and_wrong_types() -> None:
     ]
 
 
+def test_initial_true_on_a_state_is_explained() -> None:
+    assert error_lines("name: m\ninitial: a\nstates: [{name: a, initial: true}]\n") == [
+        "f.yaml:3:29: 'initial' of state 'a' names its first child state; the machine's "
+        "initial state is set with the top-level 'initial:' key"
+    ]
+
+
 def test_unknown_keys_suggest_the_closest() -> None:
     text = "name: m\ninitial: a\nstates: [{name: a, finl: true}]\nsnapshot_evry: 3\n"
     assert error_lines(text) == [

@@ -36,7 +36,14 @@ HOOKS_ATTR = "__tai_hooks__"
 
 
 def _names(value: Callbacks) -> tuple[str, ...]:
-    items: Sequence[Callback] = [value] if isinstance(value, str) or callable(value) else value
+    if isinstance(value, str) or callable(value):
+        items: Sequence[Callback] = [value]
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        raise DefinitionError(
+            f"callbacks must be a method name, a function, or a list of those; got {value!r}"
+        )
     names: list[str] = []
     for item in items:
         if isinstance(item, str):

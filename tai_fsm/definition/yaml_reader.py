@@ -323,7 +323,13 @@ class _Reader:
             children = self.states(body["children"], "children", path + ".", depth + 1)
         initial_node = body.get("initial")
         initial = None
-        if initial_node is not None and initial_node.value is not None:
+        if isinstance(initial_node, Node) and isinstance(initial_node.value, bool):
+            self.error(
+                initial_node,
+                f"'initial' of state '{path}' names its first child state; the machine's "
+                "initial state is set with the top-level 'initial:' key",
+            )
+        elif initial_node is not None and initial_node.value is not None:
             initial = self.string(initial_node, f"initial child of state '{path}'")
         return StateSpec(
             name=name,
