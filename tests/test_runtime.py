@@ -355,3 +355,23 @@ async def test_a_failed_snapshot_is_logged_and_retried_not_lost(
         for _ in range(5):
             await acct.trigger("deposit", payload={"amount": 1})
     assert await store.snapshot_versions(GOV, "snap-retry") == [5, 10]
+
+
+class Wildcard(fsm.Machine):
+    a = fsm.State(initial=True)
+    b = fsm.State()
+    done = fsm.State(final=True)
+    go = a.to(b)
+    back = b.to(a)
+    finish = fsm.Transition(source="*", dest=done)
+
+
+async def test_wildcard_source_means_every_non_final_state(store: Store) -> None:
+    async with Runtime(store, [Wildcard], own_store=False) as rt:
+        w = await rt.create("wildcard", "w", governor=GOV)
+        assert w.available_triggers == ["go", "finish"]
+        await w.trigger("go")
+        await w.trigger("finish")
+        assert w.state == "done" and w.available_triggers == []
+        with pytest.raises(TransitionNotAllowed, match="not allowed from state 'done'"):
+            await w.trigger("finish")

@@ -161,8 +161,15 @@ class CompiledMachine:
             prepare_event=[_expose_payload],
             name=spec.name,
         )
+        # "*" means every non-final state (top-level ones suffice: children inherit their
+        # ancestors' transitions); `transitions` would include final states too.
+        not_final = [s.name for s in spec.states if not s.final]
         for transition in spec.transitions:
-            sources: Any = "*" if "*" in transition.source else list(transition.source)
+            sources = list(transition.source)
+            if "*" in sources:
+                sources = list(dict.fromkeys(
+                    [s for s in sources if s != "*"] + not_final
+                ))
             self._machine.add_transition(
                 transition.trigger,
                 sources,
