@@ -16,12 +16,13 @@ stores. The runtime snapshots and restores the instance around it.
 from __future__ import annotations
 
 import logging
+from enum import Enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from transitions import Machine as _FlatMachine
-from transitions.core import Condition, EventData, MachineError, Transition
+from transitions.core import Condition, EventData, MachineError, State, Transition
 from transitions.extensions.nesting import (
     HierarchicalMachine,
     NestedEventData,
@@ -165,15 +166,14 @@ class CompiledMachine:
         # ancestors' transitions); `transitions` would include final states too.
         not_final = [s.name for s in spec.states if not s.final]
         for transition in spec.transitions:
-            sources = list(transition.source)
-            if "*" in sources:
-                sources = list(dict.fromkeys(
-                    [s for s in sources if s != "*"] + not_final
-                ))
+            names = list(transition.source)
+            if "*" in names:
+                names = list(dict.fromkeys([s for s in names if s != "*"] + not_final))
+            sources: list[str | Enum | State] = list(names)
             self._machine.add_transition(
                 transition.trigger,
                 sources,
-                transition.dest if transition.dest is not None else None,
+                transition.dest,
                 conditions=list(transition.conditions),
                 unless=list(transition.unless),
                 before=list(transition.before),
