@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import statistics
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -37,11 +37,11 @@ from transitions import Machine as BareMachine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import tai_fsm as fsm  # noqa: E402
-from tai_fsm.records import ChangeMetadata, Event, StateSnapshot, StoredState, utc_now  # noqa: E402
-from tai_fsm.runtime.hashing import compute_event_hash  # noqa: E402
-from tai_fsm.stores.memory import MemoryStore  # noqa: E402
-from tai_fsm.stores.sqlite import SQLiteStore  # noqa: E402
+import tai_fsm as fsm
+from tai_fsm.records import ChangeMetadata, Event, StateSnapshot, StoredState, utc_now
+from tai_fsm.runtime.hashing import compute_event_hash
+from tai_fsm.stores.memory import MemoryStore
+from tai_fsm.stores.sqlite import SQLiteStore
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 START, END = "<!-- runtime-bench:start -->", "<!-- runtime-bench:end -->"

@@ -24,7 +24,8 @@ CHILD = TESTS / "crash_child.py"
 
 
 def _spawn(db: Path, instance: str, triggers: int, node: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
     return subprocess.Popen(
         [sys.executable, str(CHILD), str(db), instance, str(triggers), node],
         stdout=subprocess.PIPE, text=True, env=env,

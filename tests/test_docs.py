@@ -30,7 +30,7 @@ def test_doc_example_runs(where: str, code: str, tmp_path: Path,
     (tmp_path / "machines").symlink_to(ROOT / "machines")
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": f"doc_{where}"}
-    exec(compile(code, where, "exec"), namespace)  # noqa: S102 - our own documentation
+    exec(compile(code, where, "exec"), namespace)
 
 
 def test_readme_has_runnable_examples() -> None:

@@ -16,13 +16,12 @@ stores. The runtime snapshots and restores the instance around it.
 from __future__ import annotations
 
 import logging
-from enum import Enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from transitions import Machine as _FlatMachine
-from transitions.core import Condition, EventData, MachineError, State, Transition
+from transitions.core import Condition, EventData, MachineError, Transition
 from transitions.extensions.nesting import (
     HierarchicalMachine,
     NestedEventData,
@@ -169,7 +168,7 @@ class CompiledMachine:
             names = list(transition.source)
             if "*" in names:
                 names = list(dict.fromkeys([s for s in names if s != "*"] + not_final))
-            sources: list[str | Enum | State] = list(names)
+            sources: Any = names  # the stubs type flat and nested sources differently
             self._machine.add_transition(
                 transition.trigger,
                 sources,
