@@ -61,9 +61,13 @@ from tai_fsm.stores.common import (
 )
 from tai_fsm.stores.firestore_append import Appender
 from tai_fsm.stores.firestore_codec import (
+    Token,
     check_batch,
+    create_write,
+    delete_write,
     event_key,
     root_collection,
+    set_write,
     snapshot_fields,
     snapshot_key,
     snapshot_version_of_key,
@@ -188,13 +192,14 @@ class FirestoreStore(Store):
             if expected is not None and version != expected:
                 raise VersionConflict(state_id, expected, version)
             fields = state_fields(version + 1, encode_snapshot(snapshot, version + 1, what))
-            batch = docs.batch()
-            if current is None:
-                batch.create(ref, fields)
-            else:
-                batch.update(ref, fields, option=docs.precondition(current.token))
+            token = Token.parse(current.token) if current is not None else None
+            write = (
+                create_write(docs.path(ref), fields)
+                if token is None
+                else set_write(docs.path(ref), fields, token)
+            )
             try:
-                await docs.commit(batch, what)
+                await docs.commit([write], what)
                 return version + 1
             except CONFLICT_ERRORS:
                 if expected is not None:
@@ -213,19 +218,17 @@ class FirestoreStore(Store):
         docs = self._open()
         validate_id(state_id, "state id")
         expected = check_expected_version(expected_version)
-        ref = docs.states(governor).document(state_id)
-        batch = docs.batch()
-        if expected is None:
-            batch.delete(ref, option=docs.client.write_option(exists=True))
-        else:
+        path = docs.path(docs.states(governor).document(state_id))
+        when: bool | Token | None = True
+        if expected is not None:
             current = await docs.get_state(governor, state_id)
             if current is None:
                 raise StateNotFound(governor, state_id)
             if current.version != expected:
                 raise VersionConflict(state_id, expected, current.version)
-            batch.delete(ref, option=docs.precondition(current.token))
+            when = Token.parse(current.token)
         try:
-            await docs.commit(batch, f"delete of state {state_id!r}")
+            await docs.commit([delete_write(path, when)], f"delete of state {state_id!r}")
         except CONFLICT_ERRORS:
             now = await docs.get_state(governor, state_id)
             if now is None:
@@ -281,7 +284,6 @@ class FirestoreStore(Store):
         if state is not None:
             check_snapshot(state, "state")
         check_batch(len(checked) + 2, f"append_events of {len(checked)} events")
-        docs.events(governor)  # validates the governor before any I/O
         return await self._appender.append(governor, stream_id, checked, expected, state, token)
 
     async def read_events(
@@ -374,17 +376,18 @@ class FirestoreStore(Store):
         what = f"snapshot {stream_id!r}@{version}"
         fields = snapshot_fields(stream_id, version, encode_snapshot(snapshot, version, what))
         col = docs.snapshots(governor)
-        batch = docs.batch()
-        batch.set(col.document(snapshot_key(stream_id, version)), fields)
-        await docs.commit(batch, what)
+        await docs.commit(
+            [set_write(docs.path(col.document(snapshot_key(stream_id, version))), fields)], what
+        )
         if keep_n is None:
             return
         doomed = (await self.snapshot_versions(governor, stream_id))[:-keep_n]
         for start in range(0, len(doomed), 500):
-            batch = docs.batch()
-            for old in doomed[start : start + 500]:
-                batch.delete(col.document(snapshot_key(stream_id, old)))
-            await docs.commit(batch, f"snapshot retention of {stream_id!r}")
+            paths = [docs.path(col.document(snapshot_key(stream_id, old))) for old in doomed]
+            await docs.commit(
+                [delete_write(path) for path in paths[start : start + 500]],
+                f"snapshot retention of {stream_id!r}",
+            )
 
     async def load_snapshot(
         self, governor: str, stream_id: str, *, at_or_before: int | None = None
@@ -523,8 +526,5 @@ class FirestoreStore(Store):
             found = await docs.fetch(query, "drop_all")
             if not found:
                 return deleted
-            batch = docs.batch()
-            for doc in found:
-                batch.delete(doc.reference)
-            await docs.commit(batch, "drop_all")
+            await docs.commit([delete_write(docs.path(doc.reference)) for doc in found], "drop_all")
             deleted += len(found)

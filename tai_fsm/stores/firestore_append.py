@@ -27,7 +27,15 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from tai_fsm.errors import InvalidInput, VersionConflict
 from tai_fsm.records import AppendResult, Event, StateSnapshot
 from tai_fsm.stores.common import encode_event, encode_snapshot
-from tai_fsm.stores.firestore_codec import Token, event_fields, event_key, state_fields
+from tai_fsm.stores.firestore_codec import (
+    Token,
+    create_write,
+    event_fields,
+    event_key,
+    set_write,
+    state_fields,
+    touch_write,
+)
 from tai_fsm.stores.firestore_errors import CONFLICT_ERRORS
 from tai_fsm.stores.firestore_io import RETRIES, Documents, pause
 
@@ -90,29 +98,26 @@ class Appender:
         """The single commit: create the events at ``expected + 1 ...``; with ``touch``,
         rewrite the event at ``expected`` unchanged (it must exist); write the state record
         anew (``known`` None: must not exist) or over the ``known`` update time."""
-        events_col = self.docs.events(governor)
-        batch = self.docs.batch()
+        docs = self.docs
         head = expected + len(events)
+        writes = []
         for version, event in enumerate(events, start=expected + 1):
             raw = encode_event(event, stream_id, version)
-            stored = event.model_copy(update={"version": version, "stream_id": stream_id})
-            batch.create(
-                events_col.document(event_key(stream_id, version)), event_fields(stored, raw)
-            )
+            path = docs.doc_path(governor, "events", event_key(stream_id, version))
+            writes.append(create_write(path, event_fields(event.id, stream_id, version, raw)))
         if touch and expected > 0:
-            touched = events_col.document(event_key(stream_id, expected))
-            batch.update(touched, {"stream_id": stream_id})
+            path = docs.doc_path(governor, "events", event_key(stream_id, expected))
+            writes.append(touch_write(path, {"stream_id": stream_id}))
         if state is None:
-            await self.docs.commit(batch, f"append to stream {stream_id!r}")
+            await docs.commit(writes, f"append to stream {stream_id!r}")
             return AppendResult(version=head)
-        ref = self.docs.states(governor).document(stream_id)
-        fields = state_fields(head, encode_snapshot(state, head, f"state {stream_id!r}"))
-        if known is None:
-            batch.create(ref, fields)
-        else:
-            batch.update(ref, fields, option=self.docs.precondition(known))
-        results = await self.docs.commit(batch, f"append to stream {stream_id!r}")
-        return AppendResult(version=head, token=str(Token.of(head, results[-1].update_time)))
+        path = docs.doc_path(governor, "states", stream_id)
+        record = state_fields(head, encode_snapshot(state, head, f"state {stream_id!r}"))
+        writes.append(
+            create_write(path, record) if known is None else set_write(path, record, known)
+        )
+        times = await docs.commit(writes, f"append to stream {stream_id!r}")
+        return AppendResult(version=head, token=str(Token.of(head, times[-1])))
 
     async def _settle(
         self,

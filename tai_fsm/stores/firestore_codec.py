@@ -28,22 +28,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from google.cloud.firestore_v1.types import common as _common
+from google.cloud.firestore_v1.types import document as _document
+from google.cloud.firestore_v1.types import write as _write
 from google.protobuf.timestamp_pb2 import Timestamp
 from proto.datetime_helpers import DatetimeWithNanoseconds
 
 from tai_fsm.errors import InvalidInput, SerializationError
 from tai_fsm.ids import validate_id
-from tai_fsm.records import Event
 
 __all__ = [
     "MAX_BATCH_WRITES",
     "MAX_VERSION",
     "Token",
     "check_batch",
+    "create_write",
+    "delete_write",
     "event_fields",
     "event_key",
     "record_of",
     "root_collection",
+    "set_write",
     "snapshot_fields",
     "snapshot_key",
     "snapshot_version_of_key",
@@ -51,6 +56,7 @@ __all__ = [
     "stream_hex",
     "stream_of_key",
     "stream_range",
+    "touch_write",
 ]
 
 #: Firestore accepts at most 500 writes in one commit.
@@ -123,15 +129,15 @@ def check_batch(writes: int, what: str) -> None:
         )
 
 
-def event_fields(event: Event, raw: bytes) -> dict[str, Any]:
+def event_fields(event_id: str, stream_id: str, version: int, raw: bytes) -> dict[str, Any]:
     """Fields of an event document; ``raw`` is the event's encoded JSON (it carries its
-    stream id and version)."""
+    stream id and version too)."""
     return {
         "record": raw.decode("utf-8"),
         "size": len(raw),
-        "stream_id": event.stream_id,
-        "version": event.version,
-        "event_id": event.id,
+        "stream_id": stream_id,
+        "version": version,
+        "event_id": event_id,
     }
 
 
@@ -198,3 +204,59 @@ class Token:
         return DatetimeWithNanoseconds.from_timestamp_pb(
             Timestamp(seconds=self.seconds, nanos=self.nanos)
         )
+
+
+# ---------------------------------------------------------------------- write protobufs
+# Writes are built as plain protobuf messages (not the client's proto-plus wrappers, which
+# cost ~0.35 ms of CPU per document) and committed through ``AsyncWriteBatch``.
+_WritePb: Any = _write.Write.pb()
+_DocumentPb: Any = _document.Document.pb()
+_ValuePb: Any = _document.Value.pb()
+_PreconditionPb: Any = _common.Precondition.pb()
+_MaskPb: Any = _common.DocumentMask.pb()
+
+
+def _document_pb(path: str, fields: dict[str, Any]) -> Any:
+    values = {}
+    for name, value in fields.items():
+        if isinstance(value, str):
+            values[name] = _ValuePb(string_value=value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            values[name] = _ValuePb(integer_value=value)
+        else:  # pragma: no cover - the codec only writes str and int fields
+            raise TypeError(f"unsupported field {name}={value!r}")
+    return _DocumentPb(name=path, fields=values)
+
+
+def _precondition(when: bool | Token | None) -> Any:
+    if when is None:
+        return None
+    if isinstance(when, Token):
+        return _PreconditionPb(update_time=Timestamp(seconds=when.seconds, nanos=when.nanos))
+    return _PreconditionPb(exists=when)
+
+
+def create_write(path: str, fields: dict[str, Any]) -> Any:
+    """Create the document at ``path``; fails (ALREADY_EXISTS) if it exists."""
+    return _WritePb(update=_document_pb(path, fields), current_document=_precondition(False))
+
+
+def set_write(path: str, fields: dict[str, Any], when: Token | None = None) -> Any:
+    """Replace the whole document at ``path`` (creating it when absent), or — with ``when``
+    — only if its ``update_time`` is still the token's (FAILED_PRECONDITION otherwise)."""
+    return _WritePb(update=_document_pb(path, fields), current_document=_precondition(when))
+
+
+def touch_write(path: str, fields: dict[str, Any]) -> Any:
+    """Rewrite ``fields`` (with their current values) of the document at ``path``, which
+    must exist (NOT_FOUND otherwise): an existence check inside a commit."""
+    return _WritePb(
+        update=_document_pb(path, fields),
+        update_mask=_MaskPb(field_paths=list(fields)),
+        current_document=_precondition(True),
+    )
+
+
+def delete_write(path: str, when: bool | Token | None = None) -> Any:
+    """Delete the document at ``path``; ``when``: must exist (True) / update_time (Token)."""
+    return _WritePb(delete=path, current_document=_precondition(when))

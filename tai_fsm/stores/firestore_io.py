@@ -17,18 +17,20 @@ from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 from google.cloud.firestore import AsyncClient
 from google.cloud.firestore_v1.async_aggregation import AsyncAggregationQuery
-from google.cloud.firestore_v1.async_batch import AsyncWriteBatch
 from google.cloud.firestore_v1.async_collection import AsyncCollectionReference
 from google.cloud.firestore_v1.async_document import AsyncDocumentReference
 from google.cloud.firestore_v1.async_query import AsyncQuery
 from google.cloud.firestore_v1.base_document import DocumentSnapshot
+from google.cloud.firestore_v1.types.write import WriteResult as _WriteResultPb
+from google.protobuf.timestamp_pb2 import Timestamp
 
-from tai_fsm.errors import IntegrityError, InvalidInput, VersionConflict
+from tai_fsm.errors import IntegrityError, VersionConflict
 from tai_fsm.ids import validate_id
 from tai_fsm.records import Event, StateSnapshot, StoredState
 from tai_fsm.stores.common import decode_event, decode_snapshot
 from tai_fsm.stores.firestore_codec import (
     Token,
+    delete_write,
     event_key,
     record_of,
     stream_range,
@@ -54,6 +56,7 @@ class Documents:
     def __init__(self, client: AsyncClient, root: str) -> None:
         self.client = client
         self.root = root
+        self._base: str | None = None
 
     # ------------------------------------------------------------------ references
     def root_collection(self) -> AsyncCollectionReference:
@@ -71,8 +74,17 @@ class Documents:
     def snapshots(self, governor: str) -> AsyncCollectionReference:
         return cast(AsyncCollectionReference, self.governor(governor).collection("snapshots"))
 
-    def batch(self) -> AsyncWriteBatch:
-        return self.client.batch()
+    @staticmethod
+    def path(ref: AsyncDocumentReference) -> str:
+        """The full resource name of a document (for write protobufs)."""
+        return str(ref._document_path)
+
+    def doc_path(self, governor: str, collection: str, key: str) -> str:
+        """The resource name of ``{root}/{governor}/{collection}/{key}`` without building
+        references (the commit's hot path; ``governor`` and ``key`` must be valid ids)."""
+        if self._base is None:
+            self._base = f"{self.client._database_string}/documents/{self.root}"
+        return f"{self._base}/{governor}/{collection}/{key}"
 
     # ------------------------------------------------------------------ queries
     @staticmethod
@@ -143,23 +155,20 @@ class Documents:
         return await call(collect(), what)
 
     # ------------------------------------------------------------------ writes
-    def precondition(self, token: str | Token | None) -> Any:
-        """The write option "the document's update_time is still the one in ``token``"."""
-        parsed = token if isinstance(token, Token) else Token.parse(token)
-        if parsed is None:
-            raise InvalidInput(f"not a Firestore store token: {token!r}", field="token")
-        return self.client.write_option(last_update_time=parsed.update_time)
-
-    async def commit(self, batch: AsyncWriteBatch, what: str) -> list[Any]:
-        """Commit ``batch`` in ONE RPC. Failed preconditions (ALREADY_EXISTS,
-        FAILED_PRECONDITION, NOT_FOUND) propagate as Google errors for the caller to
-        interpret; everything else is translated."""
+    async def commit(self, writes: list[Any], what: str) -> list[Timestamp]:
+        """Commit ``writes`` (write protobufs, see :mod:`~tai_fsm.stores.firestore_codec`)
+        atomically in ONE RPC; returns each write's ``update_time``. Failed preconditions
+        (ALREADY_EXISTS, FAILED_PRECONDITION, NOT_FOUND) propagate as Google errors for the
+        caller to interpret; everything else is translated."""
+        batch = self.client.batch()
+        batch._add_write_pbs(writes)
         try:
-            return list(await batch.commit())
+            results = await batch.commit()
         except CONFLICT_ERRORS:
             raise
         except (gexc.GoogleAPIError, auth_exc.GoogleAuthError) as exc:
             raise translate(exc, what) from exc
+        return [_WriteResultPb.pb(result).update_time for result in results]
 
     # ------------------------------------------------------------------ records
     @staticmethod
@@ -248,10 +257,7 @@ class Documents:
         async for docs in self.scan(
             col, first, end, end_inclusive=end_inclusive, page=page, fields=["size"], what=what
         ):
-            batch = self.batch()
-            for doc in docs:
-                batch.delete(doc.reference)
-                size += int(doc.get("size") or 0)
-            await self.commit(batch, what)
+            await self.commit([delete_write(self.path(doc.reference)) for doc in docs], what)
+            size += sum(int(doc.get("size") or 0) for doc in docs)
             count += len(docs)
         return count, size
