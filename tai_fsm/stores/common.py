@@ -25,7 +25,7 @@ import orjson
 from pydantic import ValidationError
 
 from tai_fsm import codec
-from tai_fsm.errors import IntegrityError, InvalidInput
+from tai_fsm.errors import IntegrityError, InvalidInput, SerializationError
 from tai_fsm.ids import validate_id
 from tai_fsm.records import Event, StateSnapshot, ensure_utc
 
@@ -152,20 +152,32 @@ def check_events(
     return checked
 
 
+def _encode(model: StateSnapshot | Event, updates: dict[str, Any], what: str) -> bytes:
+    """``model`` with ``updates`` applied, encoded exactly as ``codec.dumps_model`` would
+    encode ``model.model_copy(update=updates)`` — without building the copy. A record whose
+    fields already match reuses the JSON it may carry (``codec.dumps_model``)."""
+    if all(getattr(model, name) == value for name, value in updates.items()):
+        raw = codec.dumps_model(model, what=what)
+    else:
+        try:
+            fields = model.model_dump(mode="json")
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(f"{what} is not JSON-serialisable: {exc}") from None
+        fields.update(updates)
+        raw = codec.dumps(fields, what=what)
+    return codec.check_size(raw, what=what)
+
+
 def encode_snapshot(snapshot: StateSnapshot, version: int, what: str) -> bytes:
     """The stored JSON of ``snapshot`` at ``version``; ``SerializationError`` when it is not
     JSON-serialisable or over the 1 MiB record limit."""
-    if snapshot.version != version:
-        snapshot = snapshot.model_copy(update={"version": version})
-    return codec.check_size(codec.dumps_model(snapshot, what=what), what=what)
+    return _encode(snapshot, {"version": version}, what)
 
 
 def encode_event(event: Event, stream_id: str, version: int) -> bytes:
     """The stored JSON of ``event`` as version ``version`` of ``stream_id``."""
     what = f"event {event.id!r} ({stream_id}@{version})"
-    if event.version != version or event.stream_id != stream_id:
-        event = event.model_copy(update={"version": version, "stream_id": stream_id})
-    return codec.check_size(codec.dumps_model(event, what=what), what=what)
+    return _encode(event, {"stream_id": stream_id, "version": version}, what)
 
 
 def _corrupt(what: str, governor: str, record_id: str, version: int, cause: str) -> IntegrityError:

@@ -51,54 +51,18 @@ from tai_fsm.stores.common import (
     check_keep,
     check_snapshot,
     check_version,
+    encode_snapshot,
     micros,
 )
-from tai_fsm.stores.sqlite_schema import check_synchronous, connect, map_error
+from tai_fsm.stores.sqlite_schema import check_synchronous, connect
+from tai_fsm.stores.sqlite_worker import READ, STOP, WRITE, Job, serve
 
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
-_Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
 _MAX_I64 = 2**63 - 1
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled; the work itself completed
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
-def _serve(
-    conn: sqlite3.Connection,
-    jobs: queue.SimpleQueue[_Job | None],
-    path: str,
-    busy_timeout: float,
-) -> None:
-    """The worker thread: run jobs against ``conn`` until a ``None`` arrives."""
-    try:
-        while True:
-            job = jobs.get()
-            if job is None:
-                return
-            fn, future, loop = job
-            result: Any = None
-            error: BaseException | None = None
-            try:
-                result = fn(conn)
-            except sqlite3.Error as exc:
-                error = map_error(exc, path, busy_timeout)
-            except BaseException as exc:  # delivered to the awaiting caller
-                error = exc
-            try:
-                loop.call_soon_threadsafe(_settle, future, result, error)
-            except RuntimeError:  # the caller's event loop is closed: nobody is waiting
-                pass
-    finally:
-        conn.close()
+_MAX_BUSY_TIMEOUT = 86_400.0  # SQLite takes milliseconds as a C int
 
 
 class SQLiteStore(Store):
@@ -120,36 +84,38 @@ class SQLiteStore(Store):
         if (
             isinstance(busy_timeout, bool)
             or not isinstance(busy_timeout, int | float)
-            or (busy_timeout < 0)
+            or not 0 <= busy_timeout <= _MAX_BUSY_TIMEOUT
         ):
             raise InvalidInput(
-                f"busy_timeout must be a number of seconds >= 0, got {busy_timeout!r}",
+                f"busy_timeout must be seconds in [0, {_MAX_BUSY_TIMEOUT:g}], got {busy_timeout!r}",
                 field="busy_timeout",
             )
         self.busy_timeout = float(busy_timeout)
         self.url = f"sqlite:///{self.path}"
         conn = connect(self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout)
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Job | Any] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(
-            target=_serve,
+            target=serve,
             args=(conn, self._jobs, self.path, self.busy_timeout),
             name=f"tai-fsm-sqlite:{os.path.basename(self.path)}",
             daemon=True,
         )
         self._thread.start()
         # A store dropped without close() still stops its thread and closes the file.
-        self._finalizer = weakref.finalize(self, self._jobs.put, None)
+        self._finalizer = weakref.finalize(self, self._jobs.put, STOP)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, synchronous={self.synchronous!r})"
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], kind: int = READ) -> T:
+        """Run ``fn(conn)`` on the worker: as is (``READ``) or as a transaction body
+        (``WRITE``, possibly group-committed with other queued writes)."""
         if self._closed:
             raise TaiFsmError(f"{self!r} is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((fn, future, loop))
+        self._jobs.put((kind, fn, future, loop))
         return await future
 
     async def close(self) -> None:
@@ -160,9 +126,9 @@ class SQLiteStore(Store):
         self._closed = True
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._jobs.put((lambda conn: None, done, loop))
+        self._jobs.put((READ, lambda conn: None, done, loop))
         await done
-        self._finalizer()  # puts the stop marker; the thread closes the connection
+        self._finalizer()  # queues STOP; the thread closes the connection and ends
         await asyncio.to_thread(self._thread.join)
 
     async def pragmas(self) -> dict[str, Any]:
@@ -197,7 +163,14 @@ class SQLiteStore(Store):
         validate_id(state_id, "state id")
         check_snapshot(snapshot)
         expected = check_expected_version(expected_version)
-        return await self._run(partial(ops.write_state, governor, state_id, snapshot, expected))
+        raw = (
+            None
+            if expected is None
+            else encode_snapshot(snapshot, expected + 1, f"state {state_id!r}")
+        )
+        return await self._run(
+            partial(ops.write_state, governor, state_id, snapshot, expected, raw), WRITE
+        )
 
     async def delete_state(
         self, governor: str, state_id: str, expected_version: int | None = None
@@ -205,7 +178,7 @@ class SQLiteStore(Store):
         validate_id(governor, "governor")
         validate_id(state_id, "state id")
         expected = check_expected_version(expected_version)
-        await self._run(partial(ops.delete_state, governor, state_id, expected))
+        await self._run(partial(ops.delete_state, governor, state_id, expected), WRITE)
 
     async def list_states(self, governor: str) -> AsyncIterator[str]:
         validate_id(governor, "governor")
@@ -238,8 +211,17 @@ class SQLiteStore(Store):
         checked = check_events(stream_id, events, expected)
         if state is not None:
             check_snapshot(state, "state")
+        encoded = None
+        if expected is not None:  # encode here, so the worker holds the write lock briefly
+            encoded = (
+                ops.event_rows(governor, stream_id, checked, expected),
+                None
+                if state is None
+                else encode_snapshot(state, expected + len(checked), f"state {stream_id!r}"),
+            )
         return await self._run(
-            partial(ops.append_events, governor, stream_id, checked, expected, state)
+            partial(ops.append_events, governor, stream_id, checked, expected, state, encoded),
+            WRITE,
         )
 
     async def read_events(
@@ -298,9 +280,12 @@ class SQLiteStore(Store):
         validate_id(governor, "governor")
         validate_id(stream_id, "stream id")
         check_snapshot(snapshot)
-        check_version(snapshot.version, "snapshot.version", minimum=1)
+        version = check_version(snapshot.version, "snapshot.version", minimum=1)
         keep_n = check_keep(keep)
-        await self._run(partial(ops.save_snapshot, governor, stream_id, snapshot, keep_n))
+        raw = encode_snapshot(snapshot, version, f"snapshot {stream_id!r}@{version}")
+        await self._run(
+            partial(ops.save_snapshot, governor, stream_id, version, raw, keep_n), WRITE
+        )
 
     async def load_snapshot(
         self, governor: str, stream_id: str, *, at_or_before: int | None = None
@@ -321,7 +306,7 @@ class SQLiteStore(Store):
         validate_id(governor, "governor")
         validate_id(stream_id, "stream id")
         cut = check_version(up_to_version, "up_to_version", minimum=1)
-        return await self._run(partial(ops.compact_stream, governor, stream_id, cut))
+        return await self._run(partial(ops.compact_stream, governor, stream_id, cut), WRITE)
 
     # ------------------------------------------------------------------ statistics
     async def get_stats(self, governor: str | None = None) -> StoreStats:

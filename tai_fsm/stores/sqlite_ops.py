@@ -1,8 +1,12 @@
-"""The blocking halves of ``SQLiteStore``'s calls. Each function runs on the store's worker
-thread with the connection it owns, takes already-validated arguments, and is one
-transaction: writes use ``BEGIN IMMEDIATE`` (the write lock is taken before versions are
-read, so a check and the write that depends on it cannot interleave with another process),
-reads are single statements (one consistent snapshot each in WAL mode).
+"""The blocking halves of ``SQLiteStore``'s calls, run on the store's worker thread
+(:mod:`tai_fsm.stores.sqlite_worker`) with the connection it owns; arguments are already
+validated.
+
+* Write functions are transaction BODIES: the worker runs them inside ``BEGIN IMMEDIATE``
+  (the write lock is taken before any version is read, so a check and the write that
+  depends on it cannot interleave with another process) and commits after them. A body that
+  raises writes nothing.
+* Read functions are single statements (one consistent WAL snapshot each).
 
 ``sqlite3`` errors propagate to the worker, which maps them with
 :func:`tai_fsm.stores.sqlite_schema.map_error`.
@@ -11,8 +15,8 @@ reads are single statements (one consistent snapshot each in WAL mode).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from tai_fsm.errors import InvalidInput, StateNotFound, VersionConflict
 from tai_fsm.records import (
@@ -33,10 +37,12 @@ from tai_fsm.stores.common import (
 from tai_fsm.stores.sqlite_schema import SCHEMA_VERSION
 
 __all__ = [
+    "Row",
     "append_events",
     "batch_read_states",
     "compact_stream",
     "delete_state",
+    "event_rows",
     "get_stats",
     "list_governors",
     "list_states",
@@ -52,9 +58,8 @@ __all__ = [
     "write_state",
 ]
 
-T = TypeVar("T")
 _Conn = sqlite3.Connection
-_Row = tuple[str, str, int, str, int, bytes]
+Row = tuple[str, str, int, str, int, bytes]
 
 _UPSERT_STATE = (
     "INSERT INTO states (governor, id, version, data) VALUES (?, ?, ?, ?) "
@@ -70,22 +75,6 @@ _HEADS = (
 )
 _STATE_VERSION = "SELECT version FROM states WHERE governor = ? AND id = ?"
 _BATCH = 500  # ids per IN (...) query, well under SQLite's variable limit
-
-
-def _write(conn: _Conn, body: Callable[[], T]) -> T:
-    """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction; roll back if it raises."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = body()
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:  # the original error matters more
-                pass
-        raise
-    return result
 
 
 def pragmas(conn: _Conn) -> dict[str, Any]:
@@ -135,33 +124,28 @@ def write_state(
     state_id: str,
     snapshot: StateSnapshot,
     expected: int | None,
+    raw: bytes | None,
     conn: _Conn,
 ) -> int:
-    what = f"state {state_id!r}"
-    raw = None if expected is None else encode_snapshot(snapshot, expected + 1, what)
-
-    def body() -> int:
-        row = conn.execute(_STATE_VERSION, (governor, state_id)).fetchone()
-        current = 0 if row is None else row[0]
-        if expected is not None and current != expected:
-            raise VersionConflict(state_id, expected, current)
-        data = raw if raw is not None else encode_snapshot(snapshot, current + 1, what)
-        conn.execute(_UPSERT_STATE, (governor, state_id, current + 1, data))
-        return current + 1
-
-    return _write(conn, body)
+    """``raw`` is the snapshot encoded at ``expected + 1`` (``None`` when ``expected`` is:
+    the version is only known here)."""
+    row = conn.execute(_STATE_VERSION, (governor, state_id)).fetchone()
+    current = 0 if row is None else row[0]
+    if expected is not None and current != expected:
+        raise VersionConflict(state_id, expected, current)
+    if raw is None:
+        raw = encode_snapshot(snapshot, current + 1, f"state {state_id!r}")
+    conn.execute(_UPSERT_STATE, (governor, state_id, current + 1, raw))
+    return current + 1
 
 
 def delete_state(governor: str, state_id: str, expected: int | None, conn: _Conn) -> None:
-    def body() -> None:
-        row = conn.execute(_STATE_VERSION, (governor, state_id)).fetchone()
-        if row is None:
-            raise StateNotFound(governor, state_id)
-        if expected is not None and row[0] != expected:
-            raise VersionConflict(state_id, expected, row[0])
-        conn.execute("DELETE FROM states WHERE governor = ? AND id = ?", (governor, state_id))
-
-    _write(conn, body)
+    row = conn.execute(_STATE_VERSION, (governor, state_id)).fetchone()
+    if row is None:
+        raise StateNotFound(governor, state_id)
+    if expected is not None and row[0] != expected:
+        raise VersionConflict(state_id, expected, row[0])
+    conn.execute("DELETE FROM states WHERE governor = ? AND id = ?", (governor, state_id))
 
 
 def list_states(governor: str, after: str, limit: int, conn: _Conn) -> list[str]:
@@ -189,7 +173,8 @@ def list_governors(conn: _Conn) -> list[str]:
 
 
 # ---------------------------------------------------------------------- event streams
-def _event_rows(governor: str, stream_id: str, events: Sequence[Event], base: int) -> list[_Row]:
+def event_rows(governor: str, stream_id: str, events: Sequence[Event], base: int) -> list[Row]:
+    """The ``events`` rows for ``events`` appended after version ``base`` (encoded)."""
     return [
         (
             governor,
@@ -209,53 +194,46 @@ def append_events(
     events: list[Event],
     expected: int | None,
     state: StateSnapshot | None,
+    encoded: tuple[list[Row], bytes | None] | None,
     conn: _Conn,
 ) -> AppendResult:
-    """See ``Store.append_events``. With a known ``expected`` everything is encoded before
-    the transaction starts, so the write lock is held only for the checks and inserts."""
+    """See ``Store.append_events``. ``encoded`` holds the event rows and state record
+    already encoded by the caller when ``expected`` is known (so the write lock is held only
+    for the checks and inserts); with ``expected=None`` they are encoded here, at the head."""
     count = len(events)
-    rows: list[_Row] | None = None
-    state_raw: bytes | None = None
-    if expected is not None:
-        rows = _event_rows(governor, stream_id, events, expected)
-        if state is not None:
-            state_raw = encode_snapshot(state, expected + count, f"state {stream_id!r}")
-
-    def body() -> AppendResult:
-        nonlocal rows, state_raw
-        head, current = conn.execute(_HEADS, (governor, stream_id, governor, stream_id)).fetchone()
-        head = head or 0
-        if expected is None:
-            landed = _find_ids(conn, governor, stream_id, events)
-            if landed is not None:
-                return landed
-            if events[0].version and events[0].version != head + 1:
-                raise InvalidInput(
-                    f"event {events[0].id!r} carries version {events[0].version} but would "
-                    f"be appended as version {head + 1}",
-                    field="events",
-                )
-            rows = _event_rows(governor, stream_id, events, head)
-            if state is not None:
-                state_raw = encode_snapshot(state, head + count, f"state {stream_id!r}")
-        else:
-            if head != expected:
-                if _landed(conn, governor, stream_id, expected, events):
-                    return AppendResult(version=expected + count, already_applied=True)
-                raise VersionConflict(stream_id, expected, head)
-            if state is not None and (current or 0) != expected:
-                raise VersionConflict(stream_id, expected, current or 0)
-        assert rows is not None
-        if count == 1:
-            conn.execute(_INSERT_EVENT, rows[0])
-        else:
-            conn.executemany(_INSERT_EVENT, rows)
-        new_head = rows[-1][2]
-        if state_raw is not None:
-            conn.execute(_UPSERT_STATE, (governor, stream_id, new_head, state_raw))
-        return AppendResult(version=new_head)
-
-    return _write(conn, body)
+    head, current = conn.execute(_HEADS, (governor, stream_id, governor, stream_id)).fetchone()
+    head = head or 0
+    if expected is None:
+        landed = _find_ids(conn, governor, stream_id, events)
+        if landed is not None:
+            return landed
+        if events[0].version and events[0].version != head + 1:
+            raise InvalidInput(
+                f"event {events[0].id!r} carries version {events[0].version} but would "
+                f"be appended as version {head + 1}",
+                field="events",
+            )
+        rows = event_rows(governor, stream_id, events, head)
+        state_raw = (
+            None if state is None else encode_snapshot(state, head + count, f"state {stream_id!r}")
+        )
+    else:
+        if head != expected:
+            if _landed(conn, governor, stream_id, expected, events):
+                return AppendResult(version=expected + count, already_applied=True)
+            raise VersionConflict(stream_id, expected, head)
+        if state is not None and (current or 0) != expected:
+            raise VersionConflict(stream_id, expected, current or 0)
+        assert encoded is not None
+        rows, state_raw = encoded
+    if count == 1:
+        conn.execute(_INSERT_EVENT, rows[0])
+    else:
+        conn.executemany(_INSERT_EVENT, rows)
+    new_head = rows[-1][2]
+    if state_raw is not None:
+        conn.execute(_UPSERT_STATE, (governor, stream_id, new_head, state_raw))
+    return AppendResult(version=new_head)
 
 
 def _landed(conn: _Conn, governor: str, stream_id: str, expected: int, events: list[Event]) -> bool:
@@ -349,26 +327,20 @@ def list_streams(governor: str, conn: _Conn) -> list[str]:
 
 # ---------------------------------------------------------------------- snapshots
 def save_snapshot(
-    governor: str, stream_id: str, snapshot: StateSnapshot, keep: int | None, conn: _Conn
+    governor: str, stream_id: str, version: int, raw: bytes, keep: int | None, conn: _Conn
 ) -> None:
-    version = snapshot.version
-    raw = encode_snapshot(snapshot, version, f"snapshot {stream_id!r}@{version}")
-
-    def body() -> None:
+    conn.execute(
+        "INSERT INTO snapshots (governor, stream_id, version, data) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (governor, stream_id, version) DO UPDATE SET data = excluded.data",
+        (governor, stream_id, version, raw),
+    )
+    if keep is not None:
         conn.execute(
-            "INSERT INTO snapshots (governor, stream_id, version, data) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (governor, stream_id, version) DO UPDATE SET data = excluded.data",
-            (governor, stream_id, version, raw),
+            "DELETE FROM snapshots WHERE governor = ? AND stream_id = ? AND version < ("
+            "SELECT version FROM snapshots WHERE governor = ? AND stream_id = ? "
+            "ORDER BY version DESC LIMIT 1 OFFSET ?)",
+            (governor, stream_id, governor, stream_id, keep - 1),
         )
-        if keep is not None:
-            conn.execute(
-                "DELETE FROM snapshots WHERE governor = ? AND stream_id = ? AND version < ("
-                "SELECT version FROM snapshots WHERE governor = ? AND stream_id = ? "
-                "ORDER BY version DESC LIMIT 1 OFFSET ?)",
-                (governor, stream_id, governor, stream_id, keep - 1),
-            )
-
-    _write(conn, body)
 
 
 def load_snapshot(governor: str, stream_id: str, limit: int, conn: _Conn) -> StateSnapshot | None:
@@ -392,51 +364,46 @@ def snapshot_versions(governor: str, stream_id: str, conn: _Conn) -> list[int]:
 
 def compact_stream(governor: str, stream_id: str, cut: int, conn: _Conn) -> CleanupResult:
     key = (governor, stream_id)
-
-    def body() -> CleanupResult:
-        newest = conn.execute(
-            "SELECT MAX(version) FROM snapshots WHERE governor = ? AND stream_id = ?", key
-        ).fetchone()[0]
-        if newest is None or newest < cut:
-            raise InvalidInput(
-                f"compact_stream({stream_id!r}, up_to_version={cut}) needs a snapshot at "
-                f"version {cut} or later; save one first",
-                field="up_to_version",
-            )
-        covering = conn.execute(
-            "SELECT MAX(version) FROM snapshots WHERE governor = ? AND stream_id = ? "
-            "AND version <= ?",
-            (*key, cut),
-        ).fetchone()[0]
-        dropped_snapshots, snapshot_bytes = 0, 0
-        if covering is not None:
-            dropped_snapshots, snapshot_bytes = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM snapshots "
-                "WHERE governor = ? AND stream_id = ? AND version < ?",
-                (*key, covering),
-            ).fetchone()
-            conn.execute(
-                "DELETE FROM snapshots WHERE governor = ? AND stream_id = ? AND version < ?",
-                (*key, covering),
-            )
-        head = stream_version(governor, stream_id, conn)
-        last = min(cut, head - 1)  # the head event is never deleted
-        dropped_events, event_bytes = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM events "
-            "WHERE governor = ? AND stream_id = ? AND version <= ?",
-            (*key, last),
+    newest = conn.execute(
+        "SELECT MAX(version) FROM snapshots WHERE governor = ? AND stream_id = ?", key
+    ).fetchone()[0]
+    if newest is None or newest < cut:
+        raise InvalidInput(
+            f"compact_stream({stream_id!r}, up_to_version={cut}) needs a snapshot at "
+            f"version {cut} or later; save one first",
+            field="up_to_version",
+        )
+    covering = conn.execute(
+        "SELECT MAX(version) FROM snapshots WHERE governor = ? AND stream_id = ? AND version <= ?",
+        (*key, cut),
+    ).fetchone()[0]
+    dropped_snapshots, snapshot_bytes = 0, 0
+    if covering is not None:
+        dropped_snapshots, snapshot_bytes = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM snapshots "
+            "WHERE governor = ? AND stream_id = ? AND version < ?",
+            (*key, covering),
         ).fetchone()
         conn.execute(
-            "DELETE FROM events WHERE governor = ? AND stream_id = ? AND version <= ?",
-            (*key, last),
+            "DELETE FROM snapshots WHERE governor = ? AND stream_id = ? AND version < ?",
+            (*key, covering),
         )
-        return CleanupResult(
-            deleted_events=dropped_events,
-            deleted_snapshots=dropped_snapshots,
-            recovered_bytes=snapshot_bytes + event_bytes,
-        )
-
-    return _write(conn, body)
+    head = stream_version(governor, stream_id, conn)
+    last = min(cut, head - 1)  # the head event is never deleted
+    dropped_events, event_bytes = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM events "
+        "WHERE governor = ? AND stream_id = ? AND version <= ?",
+        (*key, last),
+    ).fetchone()
+    conn.execute(
+        "DELETE FROM events WHERE governor = ? AND stream_id = ? AND version <= ?",
+        (*key, last),
+    )
+    return CleanupResult(
+        deleted_events=dropped_events,
+        deleted_snapshots=dropped_snapshots,
+        recovered_bytes=snapshot_bytes + event_bytes,
+    )
 
 
 # ---------------------------------------------------------------------- statistics

@@ -35,6 +35,7 @@ SUPPORTED_FORMS = (
 )
 
 _SQLITE_OPTIONS = ("synchronous", "busy_timeout")
+_SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 _FIRESTORE_OPTIONS = ("prefix",)
 
 
@@ -103,11 +104,18 @@ def parse_store_url(url: str) -> StoreURL:
         for name, value in _query(url, parts.query, _SQLITE_OPTIONS).items():
             if name == "busy_timeout":
                 try:
-                    options[name] = float(value)
+                    seconds = float(value)
                 except ValueError:
-                    raise _invalid(url, f"busy_timeout must be seconds, got {value!r}") from None
+                    seconds = -1.0
+                if not seconds >= 0:  # also refuses nan
+                    raise _invalid(url, f"busy_timeout must be seconds >= 0, got {value!r}")
+                options[name] = seconds
+            elif value.upper() in _SYNCHRONOUS:
+                options[name] = value.upper()
             else:
-                options[name] = value
+                raise _invalid(
+                    url, f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {value!r}"
+                )
         return StoreURL("sqlite", options)
     if scheme == "firestore":
         project = unquote(parts.netloc)
