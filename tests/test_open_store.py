@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -125,3 +126,16 @@ def test_open_store_is_exported_from_the_stores_package() -> None:
     import tai_fsm.stores as stores
 
     assert stores.open_store is open_store and "open_store" in stores.__all__
+
+
+def test_memory_and_sqlite_urls_never_import_the_firestore_client(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from tai_fsm.stores import open_store\n"
+        "open_store('memory://')\n"
+        f"open_store('sqlite:///{tmp_path}/lazy.db')\n"
+        "mods = ('tai_fsm.stores.firestore', 'google.cloud.firestore')\n"
+        "print(*(m in sys.modules for m in mods))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]

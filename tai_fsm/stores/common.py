@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -34,6 +35,7 @@ __all__ = [
     "check_batch_size",
     "check_events",
     "check_expected_version",
+    "check_id",
     "check_ids",
     "check_keep",
     "check_snapshot",
@@ -54,11 +56,29 @@ def micros(value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+@lru_cache(maxsize=4096)
+def _valid_id(value: str) -> bool:
+    validate_id(value)
+    return True
+
+
+def check_id(value: object, kind: str) -> str:
+    """:func:`tai_fsm.ids.validate_id` with a cache of recently accepted ids (the same
+    governors and stream ids come back on every call); errors name ``kind``."""
+    if type(value) is str:
+        try:
+            if _valid_id(value):
+                return value
+        except InvalidInput:
+            pass
+    return validate_id(value, kind)
+
+
 def check_ids(ids: Sequence[str], kind: str) -> list[str]:
     """Validate every id of a batch call (a single ``str`` is refused: it is not a list)."""
     if isinstance(ids, str | bytes):
         raise InvalidInput(f"{kind}s must be a sequence of ids, not a single string", field=kind)
-    return [validate_id(one, kind) for one in ids]
+    return [check_id(one, kind) for one in ids]
 
 
 def check_version(value: object, name: str, *, minimum: int = 0) -> int:
@@ -83,8 +103,17 @@ def check_keep(value: object) -> int | None:
     return None if value is None else check_version(value, "keep", minimum=1)
 
 
+def _aware(value: object) -> bool:
+    if type(value) is not datetime and not isinstance(value, datetime):
+        return False
+    zone = value.tzinfo
+    return zone is UTC or (zone is not None and zone.utcoffset(value) is not None)
+
+
 def check_aware(value: object, name: str) -> None:
     """``InvalidInput`` unless ``value`` is a timezone-aware datetime."""
+    if _aware(value):
+        return
     if not isinstance(value, datetime):
         raise InvalidInput(f"{name} must be a datetime, got {type(value).__name__}", field=name)
     ensure_utc(value, name)
@@ -96,7 +125,8 @@ def check_snapshot(snapshot: object, what: str = "snapshot") -> StateSnapshot:
         raise InvalidInput(
             f"{what} must be a StateSnapshot, got {type(snapshot).__name__}", field=what
         )
-    check_aware(snapshot.timestamp, f"{what}.timestamp")
+    if not _aware(snapshot.timestamp):
+        check_aware(snapshot.timestamp, f"{what}.timestamp")
     return snapshot
 
 
@@ -121,7 +151,7 @@ def check_events(
                 f"events[{position}] must be an Event, got {type(event).__name__}",
                 field="events",
             )
-        validate_id(event.id, "event id")
+        check_id(event.id, "event id")
         if event.id in seen:
             raise InvalidInput(f"event id {event.id!r} appears twice in one append", field="events")
         seen.add(event.id)
@@ -130,11 +160,17 @@ def check_events(
                 f"event {event.id!r} belongs to stream {event.stream_id!r}, not {stream_id!r}",
                 field="events",
             )
-        check_aware(event.timestamp, f"event {event.id!r} timestamp")
-        check_snapshot(event.to_state, f"event {event.id!r} to_state")
-        if event.from_state is not None:
-            check_snapshot(event.from_state, f"event {event.id!r} from_state")
-        check_version(event.version, f"event {event.id!r} version")
+        if not _aware(event.timestamp):
+            check_aware(event.timestamp, f"event {event.id!r} timestamp")
+        to_state, from_state = event.to_state, event.from_state
+        if not (isinstance(to_state, StateSnapshot) and _aware(to_state.timestamp)):
+            check_snapshot(to_state, f"event {event.id!r} to_state")
+        if from_state is not None and not (
+            isinstance(from_state, StateSnapshot) and _aware(from_state.timestamp)
+        ):
+            check_snapshot(from_state, f"event {event.id!r} from_state")
+        if type(event.version) is not int or event.version < 0:
+            check_version(event.version, f"event {event.id!r} version")
         if event.version:
             if expected_version is not None and event.version != expected_version + 1 + position:
                 raise InvalidInput(
@@ -152,11 +188,14 @@ def check_events(
     return checked
 
 
-def _encode(model: StateSnapshot | Event, updates: dict[str, Any], what: str) -> bytes:
+def _encode(
+    model: StateSnapshot | Event, updates: dict[str, Any], unchanged: bool, what: str
+) -> bytes:
     """``model`` with ``updates`` applied, encoded exactly as ``codec.dumps_model`` would
     encode ``model.model_copy(update=updates)`` — without building the copy. A record whose
-    fields already match reuses the JSON it may carry (``codec.dumps_model``)."""
-    if all(getattr(model, name) == value for name, value in updates.items()):
+    fields already match (``unchanged``) reuses the JSON it may carry
+    (``codec.dumps_model``)."""
+    if unchanged:
         raw = codec.dumps_model(model, what=what)
     else:
         try:
@@ -171,13 +210,14 @@ def _encode(model: StateSnapshot | Event, updates: dict[str, Any], what: str) ->
 def encode_snapshot(snapshot: StateSnapshot, version: int, what: str) -> bytes:
     """The stored JSON of ``snapshot`` at ``version``; ``SerializationError`` when it is not
     JSON-serialisable or over the 1 MiB record limit."""
-    return _encode(snapshot, {"version": version}, what)
+    return _encode(snapshot, {"version": version}, snapshot.version == version, what)
 
 
 def encode_event(event: Event, stream_id: str, version: int) -> bytes:
     """The stored JSON of ``event`` as version ``version`` of ``stream_id``."""
+    unchanged = event.version == version and event.stream_id == stream_id
     what = f"event {event.id!r} ({stream_id}@{version})"
-    return _encode(event, {"stream_id": stream_id, "version": version}, what)
+    return _encode(event, {"stream_id": stream_id, "version": version}, unchanged, what)
 
 
 def _corrupt(what: str, governor: str, record_id: str, version: int, cause: str) -> IntegrityError:

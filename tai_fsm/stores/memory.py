@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from tai_fsm.errors import InvalidInput, StateNotFound, TaiFsmError, VersionConflict
-from tai_fsm.ids import validate_id
 from tai_fsm.records import (
     AppendResult,
     CleanupResult,
@@ -32,6 +31,7 @@ from tai_fsm.stores.common import (
     check_batch_size,
     check_events,
     check_expected_version,
+    check_id,
     check_ids,
     check_keep,
     check_snapshot,
@@ -92,8 +92,8 @@ class MemoryStore(Store):
 
     # ------------------------------------------------------------------ state records
     async def read_state(self, governor: str, state_id: str) -> StoredState:
-        validate_id(governor, "governor")
-        validate_id(state_id, "state id")
+        check_id(governor, "governor")
+        check_id(state_id, "state id")
         async with self._lock:
             self._open()
             found = self._states.get((governor, state_id))
@@ -107,7 +107,7 @@ class MemoryStore(Store):
     async def batch_read_states(
         self, governor: str, state_ids: Sequence[str]
     ) -> dict[str, StoredState]:
-        validate_id(governor, "governor")
+        check_id(governor, "governor")
         ids = check_ids(state_ids, "state id")
         async with self._lock:
             self._open()
@@ -127,8 +127,8 @@ class MemoryStore(Store):
         *,
         expected_version: int | None,
     ) -> int:
-        validate_id(governor, "governor")
-        validate_id(state_id, "state id")
+        check_id(governor, "governor")
+        check_id(state_id, "state id")
         check_snapshot(snapshot)
         expected = check_expected_version(expected_version)
         async with self._lock:
@@ -144,8 +144,8 @@ class MemoryStore(Store):
     async def delete_state(
         self, governor: str, state_id: str, expected_version: int | None = None
     ) -> None:
-        validate_id(governor, "governor")
-        validate_id(state_id, "state id")
+        check_id(governor, "governor")
+        check_id(state_id, "state id")
         expected = check_expected_version(expected_version)
         async with self._lock:
             self._open()
@@ -157,7 +157,7 @@ class MemoryStore(Store):
             del self._states[(governor, state_id)]
 
     async def list_states(self, governor: str) -> AsyncIterator[str]:
-        validate_id(governor, "governor")
+        check_id(governor, "governor")
         async with self._lock:
             self._open()
             ids = sorted(sid for gov, sid in self._states if gov == governor)
@@ -183,8 +183,8 @@ class MemoryStore(Store):
         state: StateSnapshot | None = None,
         token: str | None = None,
     ) -> AppendResult:
-        validate_id(governor, "governor")
-        validate_id(stream_id, "stream id")
+        check_id(governor, "governor")
+        check_id(stream_id, "stream id")
         expected = check_expected_version(expected_version)
         checked = check_events(stream_id, events, expected)
         if state is not None:
@@ -260,8 +260,8 @@ class MemoryStore(Store):
         until: datetime | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> AsyncIterator[Event]:
-        validate_id(governor, "governor")
-        validate_id(stream_id, "stream id")
+        check_id(governor, "governor")
+        check_id(stream_id, "stream id")
         position = check_version(after_version, "after_version")
         upper = None if up_to_version is None else check_version(up_to_version, "up_to_version")
         cutoff = None if until is None else micros(ensure_utc(until, "until"))
@@ -288,8 +288,8 @@ class MemoryStore(Store):
                 return
 
     async def stream_version(self, governor: str, stream_id: str) -> int:
-        validate_id(governor, "governor")
-        validate_id(stream_id, "stream id")
+        check_id(governor, "governor")
+        check_id(stream_id, "stream id")
         async with self._lock:
             self._open()
             stream = self._streams.get((governor, stream_id))
@@ -298,14 +298,14 @@ class MemoryStore(Store):
     async def iter_all_events(
         self, governor: str, *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> AsyncIterator[Event]:
-        validate_id(governor, "governor")
+        check_id(governor, "governor")
         check_batch_size(batch_size)
         for stream_id in await self.list_streams(governor):
             async for event in self.read_events(governor, stream_id, batch_size=batch_size):
                 yield event
 
     async def list_streams(self, governor: str) -> list[str]:
-        validate_id(governor, "governor")
+        check_id(governor, "governor")
         async with self._lock:
             self._open()
             return sorted(sid for gov, sid in self._streams if gov == governor)
@@ -314,8 +314,8 @@ class MemoryStore(Store):
     async def save_snapshot(
         self, governor: str, stream_id: str, snapshot: StateSnapshot, *, keep: int | None = None
     ) -> None:
-        validate_id(governor, "governor")
-        validate_id(stream_id, "stream id")
+        check_id(governor, "governor")
+        check_id(stream_id, "stream id")
         check_snapshot(snapshot)
         version = check_version(snapshot.version, "snapshot.version", minimum=1)
         keep_n = check_keep(keep)
@@ -331,8 +331,8 @@ class MemoryStore(Store):
     async def load_snapshot(
         self, governor: str, stream_id: str, *, at_or_before: int | None = None
     ) -> StateSnapshot | None:
-        validate_id(governor, "governor")
-        validate_id(stream_id, "stream id")
+        check_id(governor, "governor")
+        check_id(stream_id, "stream id")
         limit = None if at_or_before is None else check_version(at_or_before, "at_or_before")
         async with self._lock:
             self._open()
@@ -345,8 +345,8 @@ class MemoryStore(Store):
         return decode_snapshot(raw, governor, stream_id, version, "snapshot")
 
     async def snapshot_versions(self, governor: str, stream_id: str) -> list[int]:
-        validate_id(governor, "governor")
-        validate_id(stream_id, "stream id")
+        check_id(governor, "governor")
+        check_id(stream_id, "stream id")
         async with self._lock:
             self._open()
             return sorted(self._snapshots.get((governor, stream_id), {}))
@@ -354,8 +354,8 @@ class MemoryStore(Store):
     async def compact_stream(
         self, governor: str, stream_id: str, *, up_to_version: int
     ) -> CleanupResult:
-        validate_id(governor, "governor")
-        validate_id(stream_id, "stream id")
+        check_id(governor, "governor")
+        check_id(stream_id, "stream id")
         cut = check_version(up_to_version, "up_to_version", minimum=1)
         key = (governor, stream_id)
         async with self._lock:
@@ -395,7 +395,7 @@ class MemoryStore(Store):
         """Counts of state records, events and snapshots; ``max_version`` is the highest
         version of any state record or event; ``bytes`` the encoded size of all three."""
         if governor is not None:
-            validate_id(governor, "governor")
+            check_id(governor, "governor")
 
         def mine(key: _Key) -> bool:
             return governor is None or key[0] == governor

@@ -31,7 +31,6 @@ from functools import partial
 from typing import Any, TypeVar
 
 from tai_fsm.errors import InvalidInput, TaiFsmError
-from tai_fsm.ids import validate_id
 from tai_fsm.records import (
     AppendResult,
     CleanupResult,
@@ -47,6 +46,7 @@ from tai_fsm.stores.common import (
     check_batch_size,
     check_events,
     check_expected_version,
+    check_id,
     check_ids,
     check_keep,
     check_snapshot,
@@ -138,14 +138,14 @@ class SQLiteStore(Store):
 
     # ------------------------------------------------------------------ state records
     async def read_state(self, governor: str, state_id: str) -> StoredState:
-        validate_id(governor, "governor")
-        validate_id(state_id, "state id")
+        check_id(governor, "governor")
+        check_id(state_id, "state id")
         return await self._run(partial(ops.read_state, governor, state_id))
 
     async def batch_read_states(
         self, governor: str, state_ids: Sequence[str]
     ) -> dict[str, StoredState]:
-        validate_id(governor, "governor")
+        check_id(governor, "governor")
         ids = check_ids(state_ids, "state id")
         if not ids:
             return {}
@@ -159,8 +159,8 @@ class SQLiteStore(Store):
         *,
         expected_version: int | None,
     ) -> int:
-        validate_id(governor, "governor")
-        validate_id(state_id, "state id")
+        check_id(governor, "governor")
+        check_id(state_id, "state id")
         check_snapshot(snapshot)
         expected = check_expected_version(expected_version)
         raw = (
@@ -175,13 +175,13 @@ class SQLiteStore(Store):
     async def delete_state(
         self, governor: str, state_id: str, expected_version: int | None = None
     ) -> None:
-        validate_id(governor, "governor")
-        validate_id(state_id, "state id")
+        check_id(governor, "governor")
+        check_id(state_id, "state id")
         expected = check_expected_version(expected_version)
         await self._run(partial(ops.delete_state, governor, state_id, expected), WRITE)
 
     async def list_states(self, governor: str) -> AsyncIterator[str]:
-        validate_id(governor, "governor")
+        check_id(governor, "governor")
         after = ""
         while True:
             page = await self._run(partial(ops.list_states, governor, after, DEFAULT_BATCH_SIZE))
@@ -205,8 +205,8 @@ class SQLiteStore(Store):
         state: StateSnapshot | None = None,
         token: str | None = None,
     ) -> AppendResult:
-        validate_id(governor, "governor")
-        validate_id(stream_id, "stream id")
+        check_id(governor, "governor")
+        check_id(stream_id, "stream id")
         expected = check_expected_version(expected_version)
         checked = check_events(stream_id, events, expected)
         if state is not None:
@@ -234,8 +234,8 @@ class SQLiteStore(Store):
         until: datetime | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> AsyncIterator[Event]:
-        validate_id(governor, "governor")
-        validate_id(stream_id, "stream id")
+        check_id(governor, "governor")
+        check_id(stream_id, "stream id")
         position = check_version(after_version, "after_version")
         upper = _MAX_I64 if up_to_version is None else check_version(up_to_version, "up_to_version")
         cutoff = _MAX_I64 if until is None else micros(ensure_utc(until, "until"))
@@ -251,14 +251,14 @@ class SQLiteStore(Store):
             position = page[-1].version
 
     async def stream_version(self, governor: str, stream_id: str) -> int:
-        validate_id(governor, "governor")
-        validate_id(stream_id, "stream id")
+        check_id(governor, "governor")
+        check_id(stream_id, "stream id")
         return await self._run(partial(ops.stream_version, governor, stream_id))
 
     async def iter_all_events(
         self, governor: str, *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> AsyncIterator[Event]:
-        validate_id(governor, "governor")
+        check_id(governor, "governor")
         size = check_batch_size(batch_size)
         stream_id, version = "", 0
         while True:
@@ -270,15 +270,15 @@ class SQLiteStore(Store):
             stream_id, version = page[-1].stream_id, page[-1].version
 
     async def list_streams(self, governor: str) -> list[str]:
-        validate_id(governor, "governor")
+        check_id(governor, "governor")
         return await self._run(partial(ops.list_streams, governor))
 
     # ------------------------------------------------------------------ snapshots
     async def save_snapshot(
         self, governor: str, stream_id: str, snapshot: StateSnapshot, *, keep: int | None = None
     ) -> None:
-        validate_id(governor, "governor")
-        validate_id(stream_id, "stream id")
+        check_id(governor, "governor")
+        check_id(stream_id, "stream id")
         check_snapshot(snapshot)
         version = check_version(snapshot.version, "snapshot.version", minimum=1)
         keep_n = check_keep(keep)
@@ -290,21 +290,21 @@ class SQLiteStore(Store):
     async def load_snapshot(
         self, governor: str, stream_id: str, *, at_or_before: int | None = None
     ) -> StateSnapshot | None:
-        validate_id(governor, "governor")
-        validate_id(stream_id, "stream id")
+        check_id(governor, "governor")
+        check_id(stream_id, "stream id")
         limit = _MAX_I64 if at_or_before is None else check_version(at_or_before, "at_or_before")
         return await self._run(partial(ops.load_snapshot, governor, stream_id, limit))
 
     async def snapshot_versions(self, governor: str, stream_id: str) -> list[int]:
-        validate_id(governor, "governor")
-        validate_id(stream_id, "stream id")
+        check_id(governor, "governor")
+        check_id(stream_id, "stream id")
         return await self._run(partial(ops.snapshot_versions, governor, stream_id))
 
     async def compact_stream(
         self, governor: str, stream_id: str, *, up_to_version: int
     ) -> CleanupResult:
-        validate_id(governor, "governor")
-        validate_id(stream_id, "stream id")
+        check_id(governor, "governor")
+        check_id(stream_id, "stream id")
         cut = check_version(up_to_version, "up_to_version", minimum=1)
         return await self._run(partial(ops.compact_stream, governor, stream_id, cut), WRITE)
 
@@ -313,5 +313,5 @@ class SQLiteStore(Store):
         """Counts of state records, events and snapshots; ``max_version`` is the highest
         version of any state record or event; ``bytes`` the encoded size of all three."""
         if governor is not None:
-            validate_id(governor, "governor")
+            check_id(governor, "governor")
         return await self._run(partial(ops.get_stats, governor))

@@ -16,9 +16,8 @@ using SQLite never imports the Firestore client.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tai_fsm.errors import InvalidInput
@@ -142,5 +141,9 @@ def open_store(url: str) -> Store:
 
         return SQLiteStore(**parsed.options)
     # Firestore: imported only when asked for (google-cloud-firestore is heavy).
-    module = importlib.import_module("tai_fsm.stores.firestore")
-    return cast(Store, module.FirestoreStore(**parsed.options))
+    from tai_fsm.stores.firestore import FirestoreStore
+
+    options = parsed.options
+    return FirestoreStore(
+        project=options["project"], database=options["database"], prefix=options["prefix"]
+    )
