@@ -211,8 +211,7 @@ def main() -> int:
     if args.reuse and os.environ.get("FIRESTORE_EMULATOR_HOST"):
         results = asyncio.run(run(args.count, args.runs, args.warmup, args.chunk))
     else:
-        with FirestoreEmulator() as emulator:
-            os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
+        with FirestoreEmulator(export=True) as emulator:
             print(f"emulator pid {emulator.pid} on {emulator.host}", flush=True)
             results = asyncio.run(run(args.count, args.runs, args.warmup, args.chunk))
     print(report(results, args.count, args.runs))

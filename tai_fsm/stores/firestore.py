@@ -13,7 +13,7 @@ so any number of processes and nodes may share one database. The commit of a tra
 one batched write (:mod:`tai_fsm.stores.firestore_append`). No composite index is needed:
 every ordered read is a key-range scan.
 
-RPCs per call (round trips in brackets when they differ):
+RPCs per call (round trips in brackets when they differ; docs/firestore.md has the table):
 
 * ``append_events`` with ``state`` and a current token — 1 commit, no read; without a token
   (or a stale one) — 1 ``get`` + 1 commit; ``expected_version=None`` — 3 parallel queries [1]
@@ -21,7 +21,8 @@ RPCs per call (round trips in brackets when they differ):
 * ``read_state`` 1; ``batch_read_states`` 1; ``write_state`` 2 (1 when expected is 0);
   ``delete_state`` 1 without a version, 2 with one;
 * ``read_events`` / ``iter_all_events`` 1 per ``batch_size`` events; ``stream_version``
-  3 [2]; ``load_snapshot`` 1; ``save_snapshot`` 1 (2 with ``keep``).
+  3 [2]; ``load_snapshot`` 1; ``save_snapshot`` 1 (2-3 with ``keep``: a query, then a commit
+  of deletions when there are any).
 """
 
 from __future__ import annotations
@@ -276,7 +277,7 @@ class FirestoreStore(Store):
         for the preconditions. At most 498 events per call (Firestore's 500 writes per
         commit, including the state record and the head check): more raise ``InvalidInput``
         before anything is sent."""
-        docs = self._open()
+        self._open()
         validate_id(governor, "governor")
         validate_id(stream_id, "stream id")
         expected = check_expected_version(expected_version)

@@ -98,7 +98,9 @@ class FirestoreEmulator:
     ``start()`` returns once the port accepts connections (or raises :class:`EmulatorError`
     with the tail of the emulator's log after ``timeout`` seconds); ``stop()`` ends exactly
     the process it started and is idempotent. ``host`` is the ``FIRESTORE_EMULATOR_HOST``
-    value. The emulator keeps data in memory only: a new process starts empty.
+    value; with ``export=True`` the emulator sets that variable while it runs and restores
+    the previous value when stopped. The emulator keeps data in memory only: a new process
+    starts empty.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class FirestoreEmulator:
         jar: Path | str | None = None,
         timeout: float = 60.0,
         log_path: Path | str | None = None,
+        export: bool = False,
     ) -> None:
         self.bind = "127.0.0.1"
         self.port = port or free_port(self.bind)
@@ -116,6 +119,8 @@ class FirestoreEmulator:
         self.log_path = Path(log_path) if log_path is not None else None
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self.export = export
+        self._saved_env: str | None = None
 
     @property
     def host(self) -> str:
@@ -163,6 +168,9 @@ class FirestoreEmulator:
                     f"{self.host}; log {self.log_path}:\n{self.log_tail()}"
                 )
             if _port_answers(self.bind, self.port):
+                if self.export:
+                    self._saved_env = os.environ.get(HOST_ENV)
+                    os.environ[HOST_ENV] = self.host
                 return self.host
             time.sleep(0.1)
         self.stop()
@@ -181,6 +189,11 @@ class FirestoreEmulator:
     def stop(self, grace: float = 10.0) -> None:
         """Stop the process we started: SIGTERM, then SIGKILL after ``grace`` seconds."""
         process, self._process = self._process, None
+        if process is not None and self.export and os.environ.get(HOST_ENV) == self.host:
+            if self._saved_env is None:
+                del os.environ[HOST_ENV]
+            else:
+                os.environ[HOST_ENV] = self._saved_env
         if process is not None and process.poll() is None:
             process.terminate()
             try:
