@@ -12,17 +12,22 @@ default) on a fresh file per run, sequentially, one commit at a time:
   encoding, no version check, no thread hop).
 
 Runs alternate raw/store; the medians of the runs and their ratio (store / raw) are printed.
-For reference, a last line shows ``append_events`` from 32 concurrent tasks on 32 streams:
-writes queued while the worker is busy share one transaction (group commit).
+Two reference lines follow: the store with records that carry their own JSON (as the
+runtime's hot path builds them, so the store does not encode), and ``append_events`` from
+32 concurrent tasks on 32 streams (writes queued while the worker is busy share one
+transaction: group commit).
 
     .venv/bin/python benchmarks/store_append.py            # 5 runs x 2000 commits
     .venv/bin/python benchmarks/store_append.py --quick    # 5 runs x 300 commits
+    .venv/bin/python benchmarks/store_append.py --update-docs   # also rewrite its section
+                                                                # of docs/benchmarks.md
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sqlite3
 import statistics
 import sys
@@ -35,6 +40,9 @@ from tai_fsm.stores.common import encode_event, encode_snapshot, micros
 from tai_fsm.stores.sqlite import SQLiteStore
 
 GOV, STREAM = "bench", "order-1"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+HEADING = "## Store: SQLite append_events vs raw sqlite3"
+START, END = "<!-- store-append:start -->", "<!-- store-append:end -->"
 
 
 def build(count: int) -> list[tuple[Event, StateSnapshot]]:
@@ -58,6 +66,19 @@ def build(count: int) -> list[tuple[Event, StateSnapshot]]:
         commits.append((event, state))
         previous = state
     return commits
+
+
+def pre_encoded(commits: list[tuple[Event, StateSnapshot]]) -> list[tuple[Event, StateSnapshot]]:
+    """The same records carrying their own JSON, as the runtime's hot path builds them
+    (``records._EncodedRecord``): the store then skips encoding."""
+    out = []
+    for n, (event, state) in enumerate(commits, start=1):
+        event = event.model_copy(update={"stream_id": STREAM, "version": n})
+        event._tai_json = encode_event(event, STREAM, n)
+        state = state.model_copy()
+        state._tai_json = encode_snapshot(state, n, "state")
+        out.append((event, state))
+    return out
 
 
 async def run_store(path: Path, commits: list[tuple[Event, StateSnapshot]], sync: str) -> float:
@@ -121,6 +142,54 @@ def run_raw(path: Path, commits: list[tuple[Event, StateSnapshot]], sync: str) -
     return len(rows) / elapsed
 
 
+def report(args: argparse.Namespace, count: int, rates: dict[str, list[float]]) -> list[str]:
+    raw, store = statistics.median(rates["raw"]), statistics.median(rates["store"])
+    encoded = statistics.median(rates["encoded"])
+    concurrent = statistics.median(rates["group"])
+
+    def row(name: str, median: float, samples: list[float], note: str = "") -> str:
+        runs = " ".join(f"{r:,.0f}" for r in samples)
+        return f"{name:24}{median:>12,.0f}   {runs}{note}"
+
+    return [
+        f"SQLite WAL synchronous={args.synchronous}, {count} sequential commits per run "
+        f"(1 event + 1 state record each), median of {args.runs} runs",
+        f"Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end",
+        f"{'':24}{'commits/s':>12}   runs",
+        row("raw sqlite3", raw, rates["raw"]),
+        row("SQLiteStore.append", store, rates["store"]),
+        f"ratio store/raw: {store / raw:.2f}  (target >= 0.85)",
+        row("  records with JSON", encoded, rates["encoded"], f"   ratio {encoded / raw:.2f}"),
+        row("32 tasks x 32 streams", concurrent, rates["group"], "   (appends/s, group commit)"),
+    ]
+
+
+def update_docs(lines: list[str], command: str) -> None:
+    """Rewrite this benchmark's section of docs/benchmarks.md (other sections untouched)."""
+    section = "\n".join(
+        [
+            START,
+            HEADING,
+            "",
+            f"Command: `{command}` (add `--update-docs` to rewrite this section).",
+            "",
+            "```",
+            *lines,
+            "```",
+            END,
+        ]
+    )
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        before, rest = text.split(START, 1)
+        text = before + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="300 commits per run")
@@ -128,41 +197,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--synchronous", default="FULL", choices=["NORMAL", "FULL", "EXTRA"])
     parser.add_argument("--dir", type=Path, default=None, help="folder for the files (a disk)")
+    parser.add_argument(
+        "--update-docs", action="store_true", help=f"write the figures into {DOC.name}"
+    )
     args = parser.parse_args(argv)
     count = args.commits or (300 if args.quick else 2000)
     commits = build(count)
-    raw_rates: list[float] = []
-    store_rates: list[float] = []
-    concurrent_rates: list[float] = []
+    encoded = pre_encoded(commits)
+    rates: dict[str, list[float]] = {"raw": [], "store": [], "encoded": [], "group": []}
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         for run in range(args.runs):
-            raw_rates.append(run_raw(Path(folder) / f"raw-{run}.db", commits, args.synchronous))
-            store_rates.append(
-                asyncio.run(run_store(Path(folder) / f"store-{run}.db", commits, args.synchronous))
+            base = Path(folder)
+            rates["raw"].append(run_raw(base / f"raw-{run}.db", commits, args.synchronous))
+            rates["store"].append(
+                asyncio.run(run_store(base / f"store-{run}.db", commits, args.synchronous))
             )
-            concurrent_rates.append(
-                asyncio.run(
-                    run_concurrent(Path(folder) / f"group-{run}.db", commits, args.synchronous)
-                )
+            rates["encoded"].append(
+                asyncio.run(run_store(base / f"encoded-{run}.db", encoded, args.synchronous))
             )
-    raw, store = statistics.median(raw_rates), statistics.median(store_rates)
-    print(
-        f"SQLite WAL synchronous={args.synchronous}, {count} sequential commits per run "
-        f"(1 event + 1 state record each), median of {args.runs} runs, "
-        f"Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}"
-    )
-    print(f"{'':24}{'commits/s':>12}   runs")
-    print(f"{'raw sqlite3':24}{raw:>12,.0f}   " + " ".join(f"{r:,.0f}" for r in raw_rates))
-    print(
-        f"{'SQLiteStore.append':24}{store:>12,.0f}   " + " ".join(f"{r:,.0f}" for r in store_rates)
-    )
-    print(f"ratio store/raw: {store / raw:.2f}  (target >= 0.85)")
-    concurrent = statistics.median(concurrent_rates)
-    print(
-        f"{'32 tasks x 32 streams':24}{concurrent:>12,.0f}   "
-        + " ".join(f"{r:,.0f}" for r in concurrent_rates)
-        + "   (appends/s, group commit)"
-    )
+            rates["group"].append(
+                asyncio.run(run_concurrent(base / f"group-{run}.db", commits, args.synchronous))
+            )
+    lines = report(args, count, rates)
+    print("\n".join(lines))
+    if args.update_docs:
+        shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--update-docs"]
+        update_docs(lines, " ".join([".venv/bin/python benchmarks/store_append.py", *shown]))
     return 0
 
 

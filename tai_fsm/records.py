@@ -56,7 +56,14 @@ def utc_now() -> datetime:
 
 
 def ensure_utc(value: datetime, name: str = "timestamp") -> datetime:
-    """Return ``value`` in UTC; raise ``InvalidInput`` for a naive datetime."""
+    """Return ``value`` in UTC; raise ``InvalidInput`` for a naive datetime (or a value
+    that is not a datetime at all)."""
+    if not isinstance(value, datetime):
+        raise InvalidInput(
+            f"{name} must be a timezone-aware datetime, got {type(value).__name__}",
+            field=name,
+            value=value,
+        )
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise InvalidInput(
             f"{name} must be timezone-aware (got naive {value.isoformat()}); "

@@ -39,6 +39,7 @@ __all__ = [
     "check_ids",
     "check_keep",
     "check_snapshot",
+    "check_until",
     "check_version",
     "decode_event",
     "decode_snapshot",
@@ -117,6 +118,15 @@ def check_aware(value: object, name: str) -> None:
     if not isinstance(value, datetime):
         raise InvalidInput(f"{name} must be a datetime, got {type(value).__name__}", field=name)
     ensure_utc(value, name)
+
+
+def check_until(until: object) -> int | None:
+    """``until=`` of a read as epoch microseconds (``None`` when not given)."""
+    if until is None:
+        return None
+    check_aware(until, "until")
+    assert isinstance(until, datetime)
+    return micros(until)
 
 
 def check_snapshot(snapshot: object, what: str = "snapshot") -> StateSnapshot:

@@ -24,7 +24,6 @@ from tai_fsm.records import (
     StateSnapshot,
     StoredState,
     StoreStats,
-    ensure_utc,
 )
 from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, Store
 from tai_fsm.stores.common import (
@@ -35,6 +34,7 @@ from tai_fsm.stores.common import (
     check_ids,
     check_keep,
     check_snapshot,
+    check_until,
     check_version,
     decode_event,
     decode_snapshot,
@@ -264,7 +264,7 @@ class MemoryStore(Store):
         check_id(stream_id, "stream id")
         position = check_version(after_version, "after_version")
         upper = None if up_to_version is None else check_version(up_to_version, "up_to_version")
-        cutoff = None if until is None else micros(ensure_utc(until, "until"))
+        cutoff = check_until(until)
         size = check_batch_size(batch_size)
         while True:
             batch: list[tuple[int, bytes]] = []

@@ -4,7 +4,12 @@
 switches it to WAL and checks its schema (:mod:`tai_fsm.stores.sqlite_schema`) — a few
 milliseconds of blocking I/O in the constructor, so a bad path or a file from a newer tai-fsm
 fails at once. After that every call runs on one dedicated worker thread that owns the
-connection, so the event loop never blocks on disk; calls run in submission order.
+connection (:mod:`tai_fsm.stores.sqlite_worker`), so the event loop never blocks on disk;
+calls run in submission order. Writes that queue up while the worker is busy share one
+transaction and one fsync (group commit), each in its own savepoint, so concurrent
+instances commit far faster than one fsync each; no call returns before its write is
+committed. A caller cancelled while its write is queued or running may still see that write
+land: retry it (``append_events`` recognises its own event ids).
 
 Durability: ``synchronous="FULL"`` (default) makes every commit durable on return (WAL is
 fsynced at each commit); ``"NORMAL"`` is ~3x faster but a power loss may drop the last commits
@@ -38,7 +43,6 @@ from tai_fsm.records import (
     StateSnapshot,
     StoredState,
     StoreStats,
-    ensure_utc,
 )
 from tai_fsm.stores import sqlite_ops as ops
 from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, Store
@@ -50,9 +54,9 @@ from tai_fsm.stores.common import (
     check_ids,
     check_keep,
     check_snapshot,
+    check_until,
     check_version,
     encode_snapshot,
-    micros,
 )
 from tai_fsm.stores.sqlite_schema import check_synchronous, connect
 from tai_fsm.stores.sqlite_worker import READ, STOP, WRITE, Job, serve
@@ -238,7 +242,8 @@ class SQLiteStore(Store):
         check_id(stream_id, "stream id")
         position = check_version(after_version, "after_version")
         upper = _MAX_I64 if up_to_version is None else check_version(up_to_version, "up_to_version")
-        cutoff = _MAX_I64 if until is None else micros(ensure_utc(until, "until"))
+        cutoff = check_until(until)
+        cutoff = _MAX_I64 if cutoff is None else cutoff
         size = check_batch_size(batch_size)
         while position < upper:
             page = await self._run(

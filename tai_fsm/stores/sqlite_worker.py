@@ -77,10 +77,10 @@ def serve(
                 _deliver([job], [_read(conn, job, path, busy_timeout)])
                 continue
             group: list[Job] = [job]
-            while len(group) < MAX_GROUP:
+            while len(group) < MAX_GROUP and not jobs.empty():
                 try:
                     nxt = jobs.get_nowait()
-                except queue.Empty:
+                except queue.Empty:  # only this thread takes jobs, but be safe
                     break
                 if nxt is STOP or nxt[0] != WRITE:
                     carry = nxt

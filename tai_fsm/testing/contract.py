@@ -419,6 +419,8 @@ async def test_read_until_filters_by_timestamp(store: Store) -> None:
     assert await _versions(store, "s", until=as_paris) == [1, 2, 3]
     with pytest.raises(InvalidInput):
         await _versions(store, "s", until=datetime(2024, 1, 1))  # naive
+    with pytest.raises(InvalidInput):
+        await _versions(store, "s", until="2024-01-01")  # not a datetime
 
 
 async def test_iter_all_events_orders_by_stream_then_version(store: Store) -> None:
