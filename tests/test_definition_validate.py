@@ -88,9 +88,11 @@ CASES: dict[str, tuple[str, list[str]]] = {
         ],
     ),
     "a wildcard without conditions shadows a later transition": (
-        BASE + "  - {trigger: go, source: '*', dest: c}\n",
+        BASE
+        + "  - {trigger: reset, source: '*', dest: a}\n"
+        + "  - {trigger: reset, source: b, dest: a}\n",
         [
-            "m.yaml:10:5: duplicate transition 'go' from 'a': an earlier one without "
+            "m.yaml:11:5: duplicate transition 'reset' from 'b': an earlier one without "
             "conditions always wins, so this one can never fire; add conditions to the "
             "earlier one or remove this one"
         ],
@@ -317,3 +319,10 @@ def test_shape_problems_are_reported_together() -> None:
         "(or 'dest: null' for an internal transition)",
         "m.yaml:8:30: unknown key 'dst' in transition; did you mean 'dest'?",
     ]
+
+
+def test_a_transition_shadowed_from_only_some_sources_is_not_reported() -> None:
+    # 'go' from a is taken by the first transition, but from b the wildcard one fires
+    text = BASE + "  - {trigger: go, source: '*', dest: c}\n"
+    spec, _ = read_machine_text(text, file="m.yaml")
+    assert spec.wildcard_sources() == ["a", "b"]

@@ -373,5 +373,47 @@ async def test_wildcard_source_means_every_non_final_state(store: Store) -> None
         await w.trigger("go")
         await w.trigger("finish")
         assert w.state == "done" and w.available_triggers == []
-        with pytest.raises(TransitionNotAllowed, match="not allowed from state 'done'"):
+        with pytest.raises(TransitionNotAllowed, match="final state 'done'"):
             await w.trigger("finish")
+
+
+class Typed(fsm.Machine):
+    from pydantic import BaseModel as _Base
+
+    class Data(_Base):
+        n: int = 0
+
+    on = fsm.State(initial=True)
+    off = fsm.State(final=True)
+    poke = on.to(None, before=["corrupt"])
+    stop = on.to(off)
+
+    def corrupt(self, event: Any) -> None:
+        self.data.n = event.payload["value"]
+
+
+async def test_data_model_is_revalidated_before_commit(store: Store) -> None:
+    async with Runtime(store, [Typed], own_store=False) as rt:
+        t = await rt.create("typed", "t", governor=GOV)
+        await t.trigger("poke", payload={"value": 5})
+        assert t.data.n == 5
+        with pytest.raises(SerializationError, match="no longer matches Data"):
+            await t.trigger("poke", payload={"value": "oops"})
+        assert t.data.n == 5 and t.version == 2
+        assert (await rt.get("t", governor=GOV)).data.n == 5
+
+
+async def test_async_pre_commit_callbacks_are_rejected_at_bind_time() -> None:
+    class AsyncGuard(fsm.Machine):
+        a = fsm.State(initial=True)
+        b = fsm.State(final=True)
+        go = a.to(b, conditions=["ready"], after_commit=["notify"])
+
+        async def ready(self, event: Any) -> bool:
+            return True
+
+        async def notify(self, event: Any) -> None:
+            return None
+
+    with pytest.raises(fsm.DefinitionError, match=r"'ready' .* is async; callbacks that run"):
+        Runtime(fsm.open_store("memory://"), [AsyncGuard])

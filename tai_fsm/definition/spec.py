@@ -123,6 +123,22 @@ class MachineSpec(_Spec):
             states = found.children
         return found
 
+    def wildcard_sources(self) -> list[str]:
+        """What a ``"*"`` source stands for: every non-final leaf state (children of a
+        compound state are listed, never the compound itself), declaration order."""
+        leaves: list[str] = []
+
+        def walk(states: tuple[StateSpec, ...], prefix: str) -> None:
+            for state in states:
+                full = f"{prefix}{state.name}"
+                if state.children:
+                    walk(state.children, f"{full}{NESTED_SEPARATOR}")
+                elif not state.final:
+                    leaves.append(full)
+
+        walk(self.states, "")
+        return leaves
+
     def triggers(self) -> list[str]:
         """Distinct trigger names, declaration order."""
         return list(dict.fromkeys(t.trigger for t in self.transitions))

@@ -101,6 +101,9 @@ def callback_references(spec: MachineSpec) -> Iterator[tuple[str, str, Key]]:
                 )  # fmt: skip
 
 
+_POST_COMMIT_ROLES = ("after_commit ", "on_enter_committed ")
+
+
 def check_callbacks(spec: MachineSpec, cls: type) -> list[DefinitionProblem]:
     """Problems binding ``spec``'s callbacks to ``cls``: each name must resolve with
     ``getattr(cls, name)`` to a routine (function, method, classmethod, staticmethod) — never
@@ -134,6 +137,15 @@ def check_callbacks(spec: MachineSpec, cls: type) -> list[DefinitionProblem]:
                 source.problem(
                     f"callback '{name}' ({role}) on {cls.__name__} is a "
                     f"{type(attr).__name__}, not a method",
+                    key,
+                )
+            )
+        elif inspect.iscoroutinefunction(attr) and not role.startswith(_POST_COMMIT_ROLES):
+            problems.append(
+                source.problem(
+                    f"callback '{name}' ({role}) on {cls.__name__} is async; callbacks that "
+                    "run before the commit must be synchronous (only after_commit and "
+                    "on_enter_committed hooks may be async)",
                     key,
                 )
             )
@@ -229,6 +241,7 @@ class _Validator:
         self.source = source
         self.problems: list[DefinitionProblem] = []
         self.paths = spec.state_names()
+        self.wildcard = spec.wildcard_sources()
         self.path_set = set(self.paths)
 
     def add(self, message: str, key: Key = ()) -> None:
@@ -371,33 +384,46 @@ class _Validator:
                     bad = _callback_name_problem(name, f"{kind} of {what}")
                     if bad:
                         self.add(bad, (*key, kind))
-            sources = self.paths if "*" in transition.source else transition.source
-            for src in dict.fromkeys(sources):
+            sources = self._expanded_sources(transition.source)
+            for src in sources:
                 pairs.setdefault((transition.trigger, src), []).append(index)
         self.check_duplicates(pairs)
 
+    def _expanded_sources(self, source: tuple[str, ...]) -> list[str]:
+        """The sources a transition is attached to; ``"*"`` as the engine expands it."""
+        if "*" not in source:
+            return list(dict.fromkeys(source))
+        return list(dict.fromkeys([s for s in source if s != "*"] + self.wildcard))
+
     def check_duplicates(self, pairs: dict[tuple[str, str], list[int]]) -> None:
+        """A later transition is reported only when an earlier one shadows it from EVERY
+        source it is attached to (then it can never fire)."""
         transitions = self.spec.transitions
+        shadowed: dict[int, list[str]] = {}
         for (trigger, src), indices in pairs.items():
             for position, later in enumerate(indices):
                 guard = (transitions[later].conditions, transitions[later].unless)
                 for earlier in indices[:position]:
                     earlier_guard = (transitions[earlier].conditions, transitions[earlier].unless)
                     if earlier_guard == ((), ()):
-                        self.add(
+                        message = (
                             f"duplicate transition '{trigger}' from '{src}': an earlier one "
                             "without conditions always wins, so this one can never fire; "
-                            "add conditions to the earlier one or remove this one",
-                            ("transition", later),
+                            "add conditions to the earlier one or remove this one"
                         )
-                        break
-                    if earlier_guard == guard:
-                        self.add(
+                    elif earlier_guard == guard:
+                        message = (
                             f"duplicate transition '{trigger}' from '{src}' with the same "
-                            "conditions as an earlier one; it can never fire",
-                            ("transition", later),
+                            "conditions as an earlier one; it can never fire"
                         )
-                        break
+                    else:
+                        continue
+                    shadowed.setdefault(later, []).append(message)
+                    break
+        for later, messages in shadowed.items():
+            attached = self._expanded_sources(transitions[later].source)
+            if len(messages) >= len(attached):
+                self.add(messages[0], ("transition", later))
 
     # ------------------------------------------------------------------ graph
     def applies(self, transition: TransitionSpec, leaf: str) -> bool:

@@ -161,9 +161,8 @@ class CompiledMachine:
             prepare_event=[_expose_payload],
             name=spec.name,
         )
-        # "*" means every non-final state (top-level ones suffice: children inherit their
-        # ancestors' transitions); `transitions` would include final states too.
-        not_final = [s.name for s in spec.states if not s.final]
+        # "*" means every non-final leaf state (`transitions` would include final states).
+        not_final = spec.wildcard_sources()
         for transition in spec.transitions:
             names = list(transition.source)
             if "*" in names:
@@ -180,6 +179,9 @@ class CompiledMachine:
                 prepare=[_mark_spec(transition)],
             )
         self.initial_state = self._resolve_initial(spec.initial)
+        self._final_states = frozenset(
+            path for path in spec.state_names() if (found := spec.find_state(path)) and found.final
+        )
         self._triggers_by_state: dict[str, list[str]] = {}
         self._post_commit_cache: dict[tuple[TransitionSpec, tuple[str, ...]], list[str]] = {}
 
@@ -208,6 +210,13 @@ class CompiledMachine:
                 state=instance.state,
             )
         source = instance.state
+        if source in self._final_states:
+            raise TransitionNotAllowed(
+                f"{self.spec.name}: {instance.id!r} is in final state {source!r}; "
+                f"no trigger can fire (got {trigger!r})",
+                trigger=trigger,
+                state=source,
+            )
         machine = self._machine
         event_data: EventData
         try:
@@ -266,13 +275,15 @@ class CompiledMachine:
     def may_fire(self, instance: Machine, trigger: str) -> bool:
         """True if ``trigger`` could fire now: a transition exists and its conditions pass.
         Conditions are evaluated (they must be side-effect free); state is not changed."""
-        if trigger not in self._machine.events:
+        if trigger not in self._machine.events or instance.state in self._final_states:
             return False
         return bool(self._machine._can_trigger(instance, trigger))
 
     def available_triggers(self, state: str) -> list[str]:
         """Triggers with a transition from ``state`` (or an ancestor), declaration order."""
         cached = self._triggers_by_state.get(state)
+        if cached is None and state in self._final_states:
+            cached = []
         if cached is None:
             found = set(self._machine.get_triggers(state))
             cached = [t for t in self.spec.triggers() if t in found]

@@ -46,7 +46,14 @@ def data_to_json(machine_cls: type[Machine], data: Any) -> Any:
     """A detached, JSON-native copy of an instance's data (dicts, lists, str, numbers,
     bools, None). Raises ``SerializationError`` if the data cannot be stored."""
     if isinstance(data, BaseModel):
-        data = data.model_dump(mode="json")
+        model = type(data)
+        data = data.model_dump(mode="json", warnings=False)
+        try:  # attribute assignment is unchecked unless the model validates assignments
+            model.model_validate(data)
+        except ValidationError as exc:
+            raise SerializationError(
+                f"{machine_cls.__name__} data no longer matches {model.__name__}: {exc}"
+            ) from None
     try:
         raw = orjson.dumps(data, option=orjson.OPT_UTC_Z)
     except (TypeError, orjson.JSONEncodeError) as exc:
