@@ -43,6 +43,26 @@ GOV, STREAM = "bench", "order-1"
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADING = "## Store: SQLite append_events vs raw sqlite3"
 START, END = "<!-- store-append:start -->", "<!-- store-append:end -->"
+NOTES = """\
+What the rows measure: *raw sqlite3* writes the same two rows per commit (event + state
+record, pre-encoded bytes) with `BEGIN IMMEDIATE` / `COMMIT` on the calling thread;
+*SQLiteStore.append* is `await store.append_events(..., expected_version=v, state=...)`,
+including id/record checks, JSON encoding, the version check inside the transaction and the
+round trip to the store's worker thread; *records with JSON* is the same call with records
+that carry their encoding (what the runtime's hot path passes); *32 tasks x 32 streams* is
+concurrent appends, which the worker group-commits (one transaction and fsync for every
+write queued while it was busy).
+
+Reading the figures: inside the worker the transaction costs what the raw loop's does; the
+gap is per call, and it is paid again for every sequential commit. Instrumented on this
+machine (2 vCPUs, loaded by other jobs): checks and JSON encoding on the event loop
+≈ 35-45 µs when hot, 70-100 µs inside the benchmark loop; handing the job to the worker
+≈ 20 µs; waking the event loop and resuming the awaiting task ≈ 55-65 µs. The wake-ups cost
+more after a commit than in the no-op call above, because both CPUs go idle during the
+fsync. Records that carry their JSON (the runtime's path) save the encoding. The 0.85x
+target is **not met** for one sequential caller; blocking I/O must stay off the event loop,
+so the two wake-ups stay. Concurrent callers are not bound by the per-call gap: their writes
+are group-committed."""
 
 
 def build(count: int) -> list[tuple[Event, StateSnapshot]]:
@@ -89,6 +109,16 @@ async def run_store(path: Path, commits: list[tuple[Event, StateSnapshot]], sync
         elapsed = time.perf_counter() - started
         assert await store.stream_version(GOV, STREAM) == len(commits)
     return len(commits) / elapsed
+
+
+async def round_trip_us(path: Path, calls: int = 2000) -> float:
+    """Microseconds of the cheapest call (``stream_version`` of an empty stream): the hop to
+    the worker thread and back plus one index lookup."""
+    async with SQLiteStore(path) as store:
+        started = time.perf_counter()
+        for _ in range(calls):
+            await store.stream_version(GOV, "empty")
+        return (time.perf_counter() - started) / calls * 1e6
 
 
 async def run_concurrent(
@@ -162,6 +192,9 @@ def report(args: argparse.Namespace, count: int, rates: dict[str, list[float]]) 
         f"ratio store/raw: {store / raw:.2f}  (target >= 0.85)",
         row("  records with JSON", encoded, rates["encoded"], f"   ratio {encoded / raw:.2f}"),
         row("32 tasks x 32 streams", concurrent, rates["group"], "   (appends/s, group commit)"),
+        f"per commit: raw {1e6 / raw:.0f} us, store {1e6 / store:.0f} us "
+        f"(+{1e6 / store - 1e6 / raw:.0f} us); one no-op call through the worker thread "
+        f"{statistics.median(rates['hop']):.0f} us",
     ]
 
 
@@ -177,6 +210,8 @@ def update_docs(lines: list[str], command: str) -> None:
             "```",
             *lines,
             "```",
+            "",
+            NOTES,
             END,
         ]
     )
@@ -204,7 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     count = args.commits or (300 if args.quick else 2000)
     commits = build(count)
     encoded = pre_encoded(commits)
-    rates: dict[str, list[float]] = {"raw": [], "store": [], "encoded": [], "group": []}
+    rates: dict[str, list[float]] = {
+        "raw": [],
+        "store": [],
+        "encoded": [],
+        "group": [],
+        "hop": [],
+    }
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         for run in range(args.runs):
             base = Path(folder)
@@ -218,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             rates["group"].append(
                 asyncio.run(run_concurrent(base / f"group-{run}.db", commits, args.synchronous))
             )
+            rates["hop"].append(asyncio.run(round_trip_us(base / f"hop-{run}.db")))
     lines = report(args, count, rates)
     print("\n".join(lines))
     if args.update_docs:
