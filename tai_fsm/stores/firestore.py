@@ -30,13 +30,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any, cast
 from urllib.parse import quote
 
 from google.auth import exceptions as auth_exc
 from google.cloud.firestore import AsyncClient
-from google.cloud.firestore_v1.async_aggregation import AsyncAggregationQuery
-from google.cloud.firestore_v1.async_collection import AsyncCollectionReference
 
 from tai_fsm.errors import InvalidInput, StateNotFound, TaiFsmError, VersionConflict
 from tai_fsm.ids import validate_id
@@ -208,7 +205,7 @@ class FirestoreStore(Store):
                     actual = now.version if now is not None else 0
                     raise VersionConflict(state_id, expected, actual) from None
                 await pause(attempt)
-        raise VersionConflict(state_id, -1, None)
+        raise VersionConflict(state_id, version, None)  # other writers kept winning
 
     async def delete_state(
         self, governor: str, state_id: str, expected_version: int | None = None
@@ -477,42 +474,13 @@ class FirestoreStore(Store):
         if governor is not None:
             validate_id(governor, "governor")
         governors = [governor] if governor is not None else await self.list_governors()
-        parts = await asyncio.gather(*(self._governor_stats(g) for g in governors))
+        parts = await asyncio.gather(*(self._docs.governor_stats(g) for g in governors))
         return StoreStats(
             total_states=sum(p.total_states for p in parts),
             total_events=sum(p.total_events for p in parts),
             total_snapshots=sum(p.total_snapshots for p in parts),
             max_version=max((p.max_version for p in parts), default=0),
             bytes=sum(p.bytes for p in parts),
-        )
-
-    async def _governor_stats(self, governor: str) -> StoreStats:
-        docs = self._docs
-
-        async def totals(col: AsyncCollectionReference) -> dict[str, int]:
-            # no ordering: sum() cannot follow an order on __name__
-            counted = cast(AsyncAggregationQuery, cast(Any, col).count(alias="n"))
-            return await docs.aggregate(counted.sum("size", alias="b"), "statistics")
-
-        async def highest(col: AsyncCollectionReference) -> int:
-            query = col.order_by("version", direction="DESCENDING").select(["version"])
-            found = await docs.fetch(query.limit(1), "statistics")
-            return int(found[0].get("version")) if found else 0
-
-        states, events, snaps = (
-            docs.states(governor),
-            docs.events(governor),
-            docs.snapshots(governor),
-        )
-        st, ev, sn, top_state, top_event = await asyncio.gather(
-            totals(states), totals(events), totals(snaps), highest(states), highest(events)
-        )
-        return StoreStats(
-            total_states=st["n"],
-            total_events=ev["n"],
-            total_snapshots=sn["n"],
-            max_version=max(top_state, top_event),
-            bytes=st["b"] + ev["b"] + sn["b"],
         )
 
     # ------------------------------------------------------------------ maintenance

@@ -220,4 +220,4 @@ class Appender:
                 )
             except CONFLICT_ERRORS:
                 await pause(attempt)
-        raise VersionConflict(stream_id, -1, None)
+        raise VersionConflict(stream_id, head, None)  # other writers kept winning

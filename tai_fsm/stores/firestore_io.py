@@ -24,9 +24,9 @@ from google.cloud.firestore_v1.base_document import DocumentSnapshot
 from google.cloud.firestore_v1.types.write import WriteResult as _WriteResultPb
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from tai_fsm.errors import IntegrityError, VersionConflict
+from tai_fsm.errors import IntegrityError, StoreUnavailable
 from tai_fsm.ids import validate_id
-from tai_fsm.records import Event, StateSnapshot, StoredState
+from tai_fsm.records import Event, StateSnapshot, StoredState, StoreStats
 from tai_fsm.stores.common import decode_event, decode_snapshot
 from tai_fsm.stores.firestore_codec import (
     Token,
@@ -239,7 +239,7 @@ class Documents:
             if (head == 0 or keys[0] in present) and event_key(stream_id, head + 1) not in present:
                 return head
             await pause(attempt)
-        raise VersionConflict(stream_id, -1, None)
+        raise StoreUnavailable(f"the head of stream {stream_id!r} kept moving; retry later")
 
     async def delete_range(
         self,
@@ -261,3 +261,34 @@ class Documents:
             size += sum(int(doc.get("size") or 0) for doc in docs)
             count += len(docs)
         return count, size
+
+    # ------------------------------------------------------------------ statistics
+    async def governor_stats(self, governor: str) -> StoreStats:
+        """Exact figures for one governor from 5 parallel queries: count and sum of
+        ``size`` per collection, and the highest state and event ``version``."""
+
+        async def totals(col: AsyncCollectionReference) -> dict[str, int]:
+            # no ordering: sum() cannot follow an order on __name__
+            counted = cast(AsyncAggregationQuery, cast(Any, col).count(alias="n"))
+            return await self.aggregate(counted.sum("size", alias="b"), "statistics")
+
+        async def highest(col: AsyncCollectionReference) -> int:
+            query = col.order_by("version", direction="DESCENDING").select(["version"])
+            found = await self.fetch(query.limit(1), "statistics")
+            return int(found[0].get("version")) if found else 0
+
+        states, events, snaps = (
+            self.states(governor),
+            self.events(governor),
+            self.snapshots(governor),
+        )
+        st, ev, sn, top_state, top_event = await asyncio.gather(
+            totals(states), totals(events), totals(snaps), highest(states), highest(events)
+        )
+        return StoreStats(
+            total_states=st["n"],
+            total_events=ev["n"],
+            total_snapshots=sn["n"],
+            max_version=max(top_state, top_event),
+            bytes=st["b"] + ev["b"] + sn["b"],
+        )
