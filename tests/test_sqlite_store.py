@@ -25,7 +25,7 @@ from tai_fsm.errors import (
 )
 from tai_fsm.records import Event, StateSnapshot, StoreStats
 from tai_fsm.stores.sqlite import SQLiteStore
-from tai_fsm.stores.sqlite_schema import SCHEMA_VERSION
+from tai_fsm.stores.sqlite_schema import SCHEMA_VERSION, map_error
 
 GOV = "g"
 
@@ -371,3 +371,25 @@ async def test_a_group_that_cannot_lock_fails_every_member(tmp_path: Path) -> No
         assert all(isinstance(r, StoreUnavailable) for r in results), results
         assert len({id(r) for r in results}) == 5  # each caller gets its own exception
         assert await store.get_stats() == StoreStats()
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (sqlite3.OperationalError("database is locked"), StoreUnavailable),
+        (sqlite3.OperationalError("disk I/O error"), StoreUnavailable),
+        (sqlite3.OperationalError("attempt to write a readonly database"), StoreUnavailable),
+        (sqlite3.OperationalError("no such table: events"), IntegrityError),
+        (sqlite3.DatabaseError("database disk image is malformed"), IntegrityError),
+        (sqlite3.DatabaseError("file is not a database"), IntegrityError),
+        (sqlite3.IntegrityError("UNIQUE constraint failed: events.version"), IntegrityError),
+        (sqlite3.InterfaceError("bad parameter"), TaiFsmError),
+    ],
+)
+def test_every_sqlite_error_maps_into_the_error_tree(
+    error: sqlite3.Error, expected: type[TaiFsmError]
+) -> None:
+    mapped = map_error(error, "/data/x.db", 1.5)
+    assert type(mapped) is expected
+    assert "/data/x.db" in str(mapped) and str(error) in str(mapped)
+    assert mapped.is_transient() == (expected is StoreUnavailable)
