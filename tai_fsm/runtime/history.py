@@ -62,33 +62,42 @@ async def rebuild(
     record = snap
     current = snap.version if snap is not None else 0
     last_hash = snap.metadata.context.get("event_hash") if snap is not None else None
-    replayed = 0
-    async for event in store.read_events(
+    span = await store.read_event_span(
         governor,
         stream_id,
         after_version=current,
         up_to_version=version,
         until=cutoff,
         batch_size=batch_size,
-    ):
-        if event.version != current + 1:
-            if current == 0 and record is None:
+    )
+    if span.count:
+        if span.first_version != current + 1:
+            if current == 0:
                 raise IntegrityError(
-                    f"{stream_id!r}: events before version {event.version} were compacted and "
-                    "no snapshot covers them",
+                    f"{stream_id!r}: events before version {span.first_version} were "
+                    "compacted and no snapshot covers them",
                     stream_id=stream_id,
-                    version=event.version,
+                    version=span.first_version,
                 )
             raise IntegrityError(
                 f"{stream_id!r}: gap in the event log, version {current} is followed by "
-                f"{event.version}",
+                f"{span.first_version}",
                 stream_id=stream_id,
                 version=current + 1,
             )
-        record = event.to_state
-        current = event.version
-        last_hash = event.hash
-        replayed += 1
+        if not span.dense:
+            raise IntegrityError(
+                f"{stream_id!r}: gap in the event log between versions {span.first_version} "
+                f"and {span.last_version} ({span.count} events for "
+                f"{span.last_version - span.first_version + 1} versions)",
+                stream_id=stream_id,
+                version=span.first_version,
+            )
+        assert span.last is not None
+        record = span.last.to_state
+        current = span.last_version
+        last_hash = span.last.hash
+    replayed = span.count
     if record is None:
         raise StateNotFound(governor, stream_id, "instance history")
     if version is not None and current != version:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
@@ -39,7 +40,7 @@ from tai_fsm.records import (
     utc_now,
 )
 
-__all__ = ["DEFAULT_BATCH_SIZE", "Store", "replay_events"]
+__all__ = ["DEFAULT_BATCH_SIZE", "EventSpan", "Store", "replay_events"]
 
 DEFAULT_BATCH_SIZE = 1000
 
@@ -57,6 +58,22 @@ def replay_events(events: Iterable[Event], until: datetime | None = None) -> Sta
     if last is None:
         raise InvalidInput("replay_events needs at least one event at or before 'until'")
     return last.to_state.model_copy(update={"version": last.version or last.to_state.version})
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpan:
+    """A run of one stream's events, summarised for replay: how many there are, their first
+    and last version, and the newest one decoded (``None`` when the run is empty)."""
+
+    count: int
+    first_version: int
+    last_version: int
+    last: Event | None
+
+    @property
+    def dense(self) -> bool:
+        """True when no version is missing between the first and the last."""
+        return self.count == 0 or self.last_version - self.first_version + 1 == self.count
 
 
 class Store(abc.ABC):
@@ -171,6 +188,32 @@ class Store(abc.ABC):
         """Events of one stream with ``after_version < version <= up_to_version`` and
         ``timestamp <= until``, oldest first, fetched in batches of at most
         ``batch_size`` (bounded memory for any stream length)."""
+
+    async def read_event_span(
+        self,
+        governor: str,
+        stream_id: str,
+        *,
+        after_version: int = 0,
+        up_to_version: int | None = None,
+        until: datetime | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> EventSpan:
+        """Exactly the events :meth:`read_events` would yield (same filters, same bounded
+        batches), summarised as an ``EventSpan``. Replay sets the state from each event's
+        ``to_state`` in turn, so only the newest event's content matters: backends override
+        this to read versions only and decode just that one."""
+        count = first = last_version = 0
+        last: Event | None = None
+        async for event in self.read_events(
+            governor, stream_id, after_version=after_version, up_to_version=up_to_version,
+            until=until, batch_size=batch_size,
+        ):
+            count += 1
+            first = first or event.version
+            last_version = event.version
+            last = event
+        return EventSpan(count, first, last_version, last)
 
     @abc.abstractmethod
     async def stream_version(self, governor: str, stream_id: str) -> int:

@@ -25,7 +25,7 @@ from tai_fsm.records import (
     StoredState,
     StoreStats,
 )
-from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, Store
+from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, EventSpan, Store
 from tai_fsm.stores.common import (
     check_batch_size,
     check_events,
@@ -286,6 +286,39 @@ class MemoryStore(Store):
                 yield decode_event(raw, governor, stream_id, number)
             if exhausted:
                 return
+
+    async def read_event_span(
+        self,
+        governor: str,
+        stream_id: str,
+        *,
+        after_version: int = 0,
+        up_to_version: int | None = None,
+        until: datetime | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> EventSpan:
+        check_id(governor, "governor")
+        check_id(stream_id, "stream id")
+        position = check_version(after_version, "after_version")
+        upper = None if up_to_version is None else check_version(up_to_version, "up_to_version")
+        cutoff = check_until(until)
+        check_batch_size(batch_size)
+        async with self._lock:
+            self._open()
+            stream = self._streams.get((governor, stream_id))
+            if stream is None:
+                return EventSpan(0, 0, 0, None)
+            last = stream.head if upper is None else min(upper, stream.head)
+            versions = [
+                version
+                for version in range(max(position + 1, stream.first), last + 1)
+                if cutoff is None or stream.at(version).micros <= cutoff
+            ]
+            if not versions:
+                return EventSpan(0, 0, 0, None)
+            raw = stream.at(versions[-1]).raw
+        newest = decode_event(raw, governor, stream_id, versions[-1])
+        return EventSpan(len(versions), versions[0], versions[-1], newest)
 
     async def stream_version(self, governor: str, stream_id: str) -> int:
         check_id(governor, "governor")

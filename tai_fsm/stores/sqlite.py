@@ -45,7 +45,7 @@ from tai_fsm.records import (
     StoreStats,
 )
 from tai_fsm.stores import sqlite_ops as ops
-from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, Store
+from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, EventSpan, Store
 from tai_fsm.stores.common import (
     check_batch_size,
     check_events,
@@ -254,6 +254,42 @@ class SQLiteStore(Store):
             if len(page) < size:
                 return
             position = page[-1].version
+
+    async def read_event_span(
+        self,
+        governor: str,
+        stream_id: str,
+        *,
+        after_version: int = 0,
+        up_to_version: int | None = None,
+        until: datetime | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> EventSpan:
+        check_id(governor, "governor")
+        check_id(stream_id, "stream id")
+        position = check_version(after_version, "after_version")
+        upper = _MAX_I64 if up_to_version is None else check_version(up_to_version, "up_to_version")
+        cutoff = check_until(until)
+        cutoff = _MAX_I64 if cutoff is None else cutoff
+        size = check_batch_size(batch_size)
+        count = first = last = 0
+        while position < upper:
+            found, page_first, page_last = await self._run(
+                partial(ops.read_versions, governor, stream_id, position, upper, cutoff, size)
+            )
+            if found:
+                count += found
+                first = first or page_first
+                last = page_last
+                position = page_last
+            if found < size:
+                break
+        if not count:
+            return EventSpan(0, 0, 0, None)
+        newest = await self._run(
+            partial(ops.read_events, governor, stream_id, last - 1, last, _MAX_I64, 1)
+        )
+        return EventSpan(count, first, last, newest[0])
 
     async def stream_version(self, governor: str, stream_id: str) -> int:
         check_id(governor, "governor")

@@ -291,6 +291,26 @@ def read_events(
     return [decode_event(raw, governor, stream_id, version) for version, raw in rows]
 
 
+def read_versions(
+    governor: str,
+    stream_id: str,
+    after: int,
+    upper: int,
+    cutoff: int,
+    limit: int,
+    conn: _Conn,
+) -> tuple[int, int, int]:
+    """``(count, first, last)`` of the versions one ``read_events`` page would return."""
+    rows = conn.execute(
+        "SELECT version FROM events WHERE governor = ? AND stream_id = ? "
+        "AND version > ? AND version <= ? AND ts <= ? ORDER BY version LIMIT ?",
+        (governor, stream_id, after, upper, cutoff, limit),
+    ).fetchall()
+    if not rows:
+        return 0, 0, 0
+    return len(rows), rows[0][0], rows[-1][0]
+
+
 def read_all_events(
     governor: str, after_stream: str, after_version: int, limit: int, conn: _Conn
 ) -> list[Event]:

@@ -423,6 +423,34 @@ async def test_read_until_filters_by_timestamp(store: Store) -> None:
         await _versions(store, "s", until="2024-01-01")  # not a datetime
 
 
+async def test_event_span_summarises_exactly_what_read_events_yields(store: Store) -> None:
+    for n in range(1, 13):
+        await _append(store, "s", n, at=T0 + timedelta(minutes=n))
+    cases: list[dict[str, Any]] = [
+        {},
+        {"batch_size": 5},
+        {"after_version": 4, "batch_size": 3},
+        {"after_version": 2, "up_to_version": 9, "batch_size": 4},
+        {"until": T0 + timedelta(minutes=7), "batch_size": 2},
+        {"after_version": 12},
+    ]
+    for filters in cases:
+        events = [e async for e in store.read_events(GOV, "s", **filters)]
+        span = await store.read_event_span(GOV, "s", **filters)
+        assert span.count == len(events), filters
+        if events:
+            assert (span.first_version, span.last_version) == (
+                events[0].version, events[-1].version
+            )
+            assert span.last == events[-1] and span.dense
+        else:
+            assert span.last is None and span.dense
+    missing = await store.read_event_span(GOV, "nope")
+    assert (missing.count, missing.last) == (0, None)
+    with pytest.raises(InvalidInput):
+        await store.read_event_span(GOV, "s", until=datetime(2024, 1, 1))
+
+
 async def test_iter_all_events_orders_by_stream_then_version(store: Store) -> None:
     for stream_id, count in (("b", 2), ("a", 3), ("c", 1)):
         events = [_event(stream_id, n) for n in range(1, count + 1)]
