@@ -179,9 +179,10 @@ class CompiledMachine:
                 prepare=[_mark_spec(transition)],
             )
         self.initial_state = self._resolve_initial(spec.initial)
-        self._final_states = frozenset(
-            path for path in spec.state_names() if (found := spec.find_state(path)) and found.final
-        )
+        states = [(path, spec.find_state(path)) for path in spec.state_names()]
+        #: Paths of states with a timeout (entering one starts a durable timer).
+        self.timed_states = frozenset(p for p, s in states if s is not None and s.timeout)
+        self._final_states = frozenset(p for p, s in states if s is not None and s.final)
         self._triggers_by_state: dict[str, list[str]] = {}
         self._post_commit_cache: dict[tuple[TransitionSpec, tuple[str, ...]], list[str]] = {}
 

@@ -82,6 +82,8 @@ class InstanceCore:
         "committed_data",
         "committed_state",
         "committed_timers",
+        "from_doc",
+        "from_state",
         "last_hash",
         "lock",
         "queue",
@@ -106,12 +108,20 @@ class InstanceCore:
         self.timestamp = snapshot.timestamp
         self.clock = snapshot.causality
         self.last_hash: str | None = snapshot.metadata.context.get("event_hash")
+        # The next event's from_state, as a document and a record (built on first use).
+        self.from_doc: dict[str, Any] | None = None
+        self.from_state: StateSnapshot | None = None
 
     def load_committed(
-        self, record: StateSnapshot, state: str, version: int, token: str | None
+        self, record: StateSnapshot, event: Event, to_doc: dict[str, Any], token: str | None
     ) -> None:
-        """Adopt the record this instance just committed (already known to be well-formed)."""
+        """Adopt what this instance just committed (already known to be well-formed); the
+        event's ``to_state`` becomes the next event's ``from_state`` as it is."""
         data = record.data
+        state = data["state"]
+        version = event.version
+        self.from_doc = to_doc
+        self.from_state = event.to_state
         self.committed_state = state
         self.committed_data = data["data"]
         self.committed_timers = data.get("timers") or []
@@ -238,7 +248,7 @@ class Committer:
         runtime = self.runtime
         conflicts = 0
         while True:
-            outcome, event, record, queued = self._fire(
+            outcome, event, record, to_doc, queued = self._fire(
                 instance, core, name, actor, reason, context, payload
             )
             try:
@@ -257,7 +267,7 @@ class Committer:
                 restore(instance, core)
                 _cancel(queued)
                 raise
-            core.load_committed(record, outcome.dest, event.version, result.token)
+            core.load_committed(record, event, to_doc, result.token)
             instance.version = event.version
             runtime.after_commit(instance.governor, record, self.compiled)
             return event, outcome, queued
@@ -271,7 +281,7 @@ class Committer:
         reason: str | None,
         context: dict[str, Any],
         payload: dict[str, Any],
-    ) -> tuple[FireOutcome, Event, StateSnapshot, list[_Queued]]:
+    ) -> tuple[FireOutcome, Event, StateSnapshot, dict[str, Any], list[_Queued]]:
         """Run the transition in memory and build the event + new record; on any error
         restore the instance and drop triggers queued by its callbacks."""
         start = len(core.queue)
@@ -279,7 +289,7 @@ class Committer:
         try:
             outcome = self.compiled.fire(instance, name, payload)
             new_data = data_to_json(self.machine_cls, instance.data)
-            event, record = self._build(
+            event, record, to_doc = self._build(
                 instance, core, outcome, new_data, actor, reason, context, payload
             )
         except BaseException:
@@ -291,7 +301,7 @@ class Committer:
             _ACTIVE.reset(token)
         queued = core.queue[start:]
         del core.queue[start:]
-        return outcome, event, record, queued
+        return outcome, event, record, to_doc, queued
 
     def _build(
         self,
@@ -303,7 +313,7 @@ class Committer:
         reason: str | None,
         context: dict[str, Any],
         payload: dict[str, Any],
-    ) -> tuple[Event, StateSnapshot]:
+    ) -> tuple[Event, StateSnapshot, dict[str, Any]]:
         runtime = self.runtime
         spec = self.compiled.spec
         now = utc_now()
@@ -316,17 +326,25 @@ class Committer:
             "state": outcome.dest,
             "data": new_data,
         }
-        if core.committed_timers or outcome.entered:
+        if core.committed_timers or not self.compiled.timed_states.isdisjoint(outcome.entered):
             timers = next_timers(spec, outcome.dest, outcome.entered, core.committed_timers, now)
             if timers:
                 record_data["timers"] = timers
-        previous: dict[str, Any] = {
-            "machine": spec.name,
-            "state": core.committed_state,
-            "data": core.committed_data,
-        }
-        if core.committed_timers:
-            previous["timers"] = core.committed_timers
+        if core.from_doc is None or core.from_state is None:
+            previous: dict[str, Any] = {
+                "machine": spec.name,
+                "state": core.committed_state,
+                "data": core.committed_data,
+            }
+            if core.committed_timers:
+                previous["timers"] = core.committed_timers
+            core.from_doc = _snapshot_doc(
+                instance.id, previous, core.version, core.timestamp, core.clock.clocks,
+                _DEFAULT_METADATA,
+            )
+            core.from_state = _snapshot_record(core.from_doc)
+        clock = construct_trusted(VectorClock, {"clocks": clocks})
+        to_doc = _snapshot_doc(instance.id, record_data, version, now, clocks, _DEFAULT_METADATA)
         changed_by = actor or runtime.node_id
         event_context = {**context, "definition_version": spec.version, "node": runtime.node_id}
         # The event is assembled as a plain document in Event.model_dump() shape, hashed and
@@ -337,13 +355,8 @@ class Committer:
             "stream_id": instance.id,
             "version": version,
             "action": outcome.trigger,
-            "from_state": _snapshot_doc(
-                instance.id, previous, core.version, core.timestamp, core.clock.clocks,
-                _DEFAULT_METADATA,
-            ),
-            "to_state": _snapshot_doc(
-                instance.id, record_data, version, now, clocks, _DEFAULT_METADATA
-            ),
+            "from_state": core.from_doc,
+            "to_state": to_doc,
             "payload": payload,
             "timestamp": now,
             "causality": {"clocks": clocks},
@@ -370,11 +383,24 @@ class Committer:
             },
         )
         encoded_record = orjson.dumps(record_doc, option=_JSON_OPTIONS)
-        event = _event_record(document)
+        to_state = construct_trusted(StateSnapshot, {
+            **to_doc, "metadata": _DEFAULT_METADATA_RECORD, "causality": clock,
+        })
+        event = construct_trusted(Event, {
+            **document,
+            "from_state": core.from_state,
+            "to_state": to_state,
+            "causality": clock,
+            "metadata": construct_trusted(ChangeMetadata, dict(document["metadata"])),
+        })
         event._tai_json = encoded_event
-        record = _snapshot_record(record_doc)
+        record = construct_trusted(StateSnapshot, {
+            **record_doc,
+            "metadata": construct_trusted(ChangeMetadata, dict(record_doc["metadata"])),
+            "causality": clock,
+        })
         record._tai_json = encoded_record
-        return event, record
+        return event, record, to_doc
 
     # ------------------------------------------------------------------ after the commit
     async def _run_post_commit(
@@ -432,6 +458,7 @@ class Committer:
 _DEFAULT_METADATA: dict[str, Any] = {
     "changed_by": "system", "reason": "", "parent_version": None, "context": {}
 }
+_DEFAULT_METADATA_RECORD = ChangeMetadata()  # frozen: safely shared by every to_state
 
 
 def _snapshot_doc(
@@ -458,16 +485,6 @@ def _snapshot_record(doc: dict[str, Any]) -> StateSnapshot:
         **doc,
         "metadata": construct_trusted(ChangeMetadata, dict(doc["metadata"])),
         "causality": construct_trusted(VectorClock, dict(doc["causality"])),
-    })
-
-
-def _event_record(doc: dict[str, Any]) -> Event:
-    return construct_trusted(Event, {
-        **doc,
-        "from_state": _snapshot_record(doc["from_state"]),
-        "to_state": _snapshot_record(doc["to_state"]),
-        "causality": construct_trusted(VectorClock, dict(doc["causality"])),
-        "metadata": construct_trusted(ChangeMetadata, dict(doc["metadata"])),
     })
 
 
