@@ -18,6 +18,7 @@ raises ``IntegrityError`` naming governor, id and version.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -31,6 +32,7 @@ from tai_fsm.ids import validate_id
 from tai_fsm.records import Event, StateSnapshot, ensure_utc
 
 __all__ = [
+    "ReadRange",
     "check_aware",
     "check_batch_size",
     "check_events",
@@ -38,6 +40,7 @@ __all__ = [
     "check_id",
     "check_ids",
     "check_keep",
+    "check_read",
     "check_snapshot",
     "check_until",
     "check_version",
@@ -127,6 +130,37 @@ def check_until(until: object) -> int | None:
     check_aware(until, "until")
     assert isinstance(until, datetime)
     return micros(until)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRange:
+    """The checked arguments of one stream read: versions in ``(after, upper]`` (``upper``
+    None: no bound), timestamps up to ``cutoff`` epoch microseconds (None: no bound), pages
+    of ``size`` events."""
+
+    after: int
+    upper: int | None
+    cutoff: int | None
+    size: int
+
+
+def check_read(
+    governor: object,
+    stream_id: object,
+    after_version: object,
+    up_to_version: object,
+    until: object,
+    batch_size: object,
+) -> ReadRange:
+    """Validate the arguments of ``read_events`` / ``read_event_span``."""
+    check_id(governor, "governor")
+    check_id(stream_id, "stream id")
+    return ReadRange(
+        after=check_version(after_version, "after_version"),
+        upper=None if up_to_version is None else check_version(up_to_version, "up_to_version"),
+        cutoff=check_until(until),
+        size=check_batch_size(batch_size),
+    )
 
 
 def check_snapshot(snapshot: object, what: str = "snapshot") -> StateSnapshot:

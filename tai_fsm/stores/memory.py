@@ -33,8 +33,8 @@ from tai_fsm.stores.common import (
     check_id,
     check_ids,
     check_keep,
+    check_read,
     check_snapshot,
-    check_until,
     check_version,
     decode_event,
     decode_snapshot,
@@ -260,12 +260,8 @@ class MemoryStore(Store):
         until: datetime | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> AsyncIterator[Event]:
-        check_id(governor, "governor")
-        check_id(stream_id, "stream id")
-        position = check_version(after_version, "after_version")
-        upper = None if up_to_version is None else check_version(up_to_version, "up_to_version")
-        cutoff = check_until(until)
-        size = check_batch_size(batch_size)
+        bounds = check_read(governor, stream_id, after_version, up_to_version, until, batch_size)
+        position, upper, cutoff, size = bounds.after, bounds.upper, bounds.cutoff, bounds.size
         while True:
             batch: list[tuple[int, bytes]] = []
             async with self._lock:
@@ -297,12 +293,8 @@ class MemoryStore(Store):
         until: datetime | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> EventSpan:
-        check_id(governor, "governor")
-        check_id(stream_id, "stream id")
-        position = check_version(after_version, "after_version")
-        upper = None if up_to_version is None else check_version(up_to_version, "up_to_version")
-        cutoff = check_until(until)
-        check_batch_size(batch_size)
+        bounds = check_read(governor, stream_id, after_version, up_to_version, until, batch_size)
+        position, upper, cutoff = bounds.after, bounds.upper, bounds.cutoff
         async with self._lock:
             self._open()
             stream = self._streams.get((governor, stream_id))

@@ -53,8 +53,8 @@ from tai_fsm.stores.common import (
     check_id,
     check_ids,
     check_keep,
+    check_read,
     check_snapshot,
-    check_until,
     check_version,
     encode_snapshot,
 )
@@ -238,13 +238,10 @@ class SQLiteStore(Store):
         until: datetime | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> AsyncIterator[Event]:
-        check_id(governor, "governor")
-        check_id(stream_id, "stream id")
-        position = check_version(after_version, "after_version")
-        upper = _MAX_I64 if up_to_version is None else check_version(up_to_version, "up_to_version")
-        cutoff = check_until(until)
-        cutoff = _MAX_I64 if cutoff is None else cutoff
-        size = check_batch_size(batch_size)
+        bounds = check_read(governor, stream_id, after_version, up_to_version, until, batch_size)
+        position, size = bounds.after, bounds.size
+        upper = _MAX_I64 if bounds.upper is None else bounds.upper
+        cutoff = _MAX_I64 if bounds.cutoff is None else bounds.cutoff
         while position < upper:
             page = await self._run(
                 partial(ops.read_events, governor, stream_id, position, upper, cutoff, size)
@@ -265,13 +262,10 @@ class SQLiteStore(Store):
         until: datetime | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> EventSpan:
-        check_id(governor, "governor")
-        check_id(stream_id, "stream id")
-        position = check_version(after_version, "after_version")
-        upper = _MAX_I64 if up_to_version is None else check_version(up_to_version, "up_to_version")
-        cutoff = check_until(until)
-        cutoff = _MAX_I64 if cutoff is None else cutoff
-        size = check_batch_size(batch_size)
+        bounds = check_read(governor, stream_id, after_version, up_to_version, until, batch_size)
+        position, size = bounds.after, bounds.size
+        upper = _MAX_I64 if bounds.upper is None else bounds.upper
+        cutoff = _MAX_I64 if bounds.cutoff is None else bounds.cutoff
         count = first = last = 0
         while position < upper:
             found, page_first, page_last = await self._run(
