@@ -307,30 +307,41 @@ def main() -> int:
             ("recovery", lambda: bench_recovery(args.runs, history, tmp)),
             ("instances", lambda: bench_instances(instances)),
         ]
-        lines = ["| measurement | result |", "| --- | --- |"]
+        results: dict[str, list[str]] = {}
         for name, run in sections:
             if name not in only:
                 continue
             print(f"== {name}", file=sys.stderr, flush=True)
-            rows = run()
-            for row in rows:
+            results[name] = run()
+            for row in results[name]:
                 print(row, flush=True)
-            lines.extend(rows)
-    command = "`.venv/bin/python benchmarks/runtime_bench.py" + \
-        (" --quick" if args.quick else "") + f" --runs {args.runs}`"
     if args.update_docs:
-        stamp = time.strftime("%Y-%m-%d")
-        block = "\n".join([START, f"Measured {stamp} on the 2-core CI machine class with "
-                           f"{command}; medians of {args.runs} runs.", "", *lines, END])
-        text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-        if START in text:
-            head, rest = text.split(START, 1)
-            text = head + block + rest.split(END, 1)[1]
-        else:
-            text = text.rstrip() + "\n\n## Runtime and engine\n\n" + block + "\n"
-        DOC.write_text(text)
-        print(f"updated {DOC}", file=sys.stderr)
+        command = "`.venv/bin/python benchmarks/runtime_bench.py" + \
+            (" --quick" if args.quick else "") + f" --runs {args.runs} --only {{}}`"
+        _update_docs(results, command, args.runs)
     return 0
+
+
+def _update_docs(results: dict[str, list[str]], command: str, runs: int) -> None:
+    """Rewrite, in docs/benchmarks.md, the block of each section that ran (the others keep
+    their last figures)."""
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    if START not in text:
+        text = text.rstrip() + "\n\n## Runtime and engine\n\n" + START + "\n" + END + "\n"
+    stamp = time.strftime("%Y-%m-%d")
+    for name, rows in results.items():
+        begin, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        block = "\n".join([
+            begin, f"`{name}`, measured {stamp} with {command.format(name)}, medians of "
+            f"{runs} runs:", "", "| measurement | result |", "| --- | --- |", *rows, end,
+        ])
+        if begin in text:
+            head, rest = text.split(begin, 1)
+            text = head + block + rest.split(end, 1)[1]
+        else:
+            text = text.replace(END, block + "\n\n" + END)
+    DOC.write_text(text)
+    print(f"updated {DOC}", file=sys.stderr)
 
 
 if __name__ == "__main__":

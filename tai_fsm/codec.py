@@ -14,16 +14,23 @@ from pydantic import BaseModel
 
 from tai_fsm.errors import SerializationError
 
-__all__ = ["MAX_RECORD_BYTES", "check_size", "dumps", "dumps_model", "loads"]
+__all__ = ["MAX_RECORD_BYTES", "check_size", "compact", "dumps", "dumps_model", "loads"]
 
 MAX_RECORD_BYTES = 1_000_000
 _OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 
 
+def compact(raw: bytes) -> bytes:
+    """``raw`` in an exactly sized buffer. orjson hands back its output in a buffer of at
+    least 4 KiB; anything kept in memory (a store's records, an instance's committed state)
+    must be compacted, or each small record costs 4 KiB."""
+    return bytes(memoryview(raw))
+
+
 def dumps(value: Any, *, what: str = "data") -> bytes:
     """Encode ``value`` as JSON bytes, or raise ``SerializationError`` saying why."""
     try:
-        return orjson.dumps(value, option=_OPTIONS)
+        return compact(orjson.dumps(value, option=_OPTIONS))
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise SerializationError(f"{what} is not JSON-serialisable: {exc}") from None
 
@@ -35,7 +42,7 @@ def dumps_model(model: BaseModel, *, what: str = "record") -> bytes:
     if cached is not None:
         return cached
     try:
-        return orjson.dumps(model.model_dump(mode="json"), option=_OPTIONS)
+        return compact(orjson.dumps(model.model_dump(mode="json"), option=_OPTIONS))
     except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
         raise SerializationError(f"{what} is not JSON-serialisable: {exc}") from None
 

@@ -14,6 +14,7 @@ thread's coroutines (use the async API there).
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from datetime import datetime
@@ -33,13 +34,16 @@ __all__ = ["Instance", "Runtime", "SyncStore", "open_store", "run"]
 T = TypeVar("T")
 
 _loop: asyncio.AbstractEventLoop | None = None
+_loop_pid = 0
 _loop_lock = threading.Lock()
 
 
 def _get_loop() -> asyncio.AbstractEventLoop:
-    global _loop
+    global _loop, _loop_pid
     with _loop_lock:
-        if _loop is None or _loop.is_closed():
+        # after os.fork() the child has the loop object but not its thread: start anew
+        if _loop is None or _loop.is_closed() or _loop_pid != os.getpid():
+            _loop_pid = os.getpid()
             loop = asyncio.new_event_loop()
             thread = threading.Thread(
                 target=loop.run_forever, name="tai-fsm-sync-loop", daemon=True

@@ -262,15 +262,19 @@ class CompiledMachine:
 
     @staticmethod
     def _entered(spec: TransitionSpec, source: str, dest: str) -> list[str]:
+        """States entered, outermost first: below the deepest common ancestor of the source
+        and the declared dest, down to the leaf reached (``dest``). A dest that is the
+        source or one of its ancestors is itself exited and entered again."""
         if spec.dest is None:
             return []
         before = source.split(NESTED_SEPARATOR)
+        target = spec.dest.split(NESTED_SEPARATOR)
         after = dest.split(NESTED_SEPARATOR)
         common = 0
-        while common < min(len(before), len(after)) and before[common] == after[common]:
+        while common < min(len(before), len(target)) and before[common] == target[common]:
             common += 1
-        if common == len(after):  # reflexive: the state itself is exited and entered again
-            common = len(after) - 1
+        if common == len(target):  # dest is the source or an ancestor of it
+            common -= 1
         return [NESTED_SEPARATOR.join(after[: i + 1]) for i in range(common, len(after))]
 
     def may_fire(self, instance: Machine, trigger: str) -> bool:

@@ -69,8 +69,8 @@ def data_from_json(machine_cls: type[Machine], value: Any) -> Any:
     dict/JSON value the caller may mutate freely."""
     model = machine_cls.data_model
     if model is not None:
-        try:
-            return model.model_validate(value)
+        try:  # validated from a private copy: pydantic keeps `Any` values by reference
+            return model.model_validate(orjson.loads(orjson.dumps(value)))
         except ValidationError as exc:
             raise SerializationError(
                 f"stored data does not match {model.__name__}: {exc}"

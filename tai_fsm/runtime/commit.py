@@ -20,15 +20,16 @@ machine class. Guarantees, per instance:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from tai_fsm.codec import compact, dumps, loads
 from tai_fsm.definition.machine import Machine
 from tai_fsm.engine.adapter import CompiledMachine, FireOutcome
 from tai_fsm.errors import (
@@ -59,10 +60,16 @@ log = logging.getLogger("tai_fsm.runtime")
 
 _JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 
-#: The instance whose callbacks or post-commit hooks are running in this context.
-_ACTIVE: contextvars.ContextVar[InstanceCore | None] = contextvars.ContextVar(
-    "tai_fsm_active_instance", default=None
-)
+class _Marker(threading.local):
+    """The instance whose SYNCHRONOUS callback or hook is running on this thread, if any.
+    Set only around synchronous calls (nothing else can run meanwhile), so a trigger fired
+    there is queued, while tasks those callbacks start, and async hooks once they await,
+    trigger normally."""
+
+    core: InstanceCore | None = None
+
+
+_SYNC = _Marker()
 
 
 @dataclass(slots=True)
@@ -75,15 +82,13 @@ class _Queued:
 
 class InstanceCore:
     """Per-instance commit bookkeeping: the last committed record (for rollback and for
-    the next event's ``from_state``), its version, store token, hash and clock."""
+    the next event's ``from_state``), its version, store token, hash and clock. The record
+    is kept as encoded JSON, so nothing a callback, hook or caller mutates can reach it."""
 
     __slots__ = (
         "clock",
-        "committed_data",
+        "committed_bytes",
         "committed_state",
-        "committed_timers",
-        "from_doc",
-        "from_state",
         "last_hash",
         "lock",
         "queue",
@@ -99,37 +104,31 @@ class InstanceCore:
 
     def load(self, stored: StoredState) -> None:
         snapshot = stored.snapshot
-        _, state, data, timers = record_parts(snapshot.id, snapshot.data)
+        _, state, _, _ = record_parts(snapshot.id, snapshot.data)
         self.committed_state = state
-        self.committed_data = data
-        self.committed_timers = timers
+        self.committed_bytes = compact(orjson.dumps(snapshot.data, option=_JSON_OPTIONS))
         self.version = stored.version
         self.token = stored.token
         self.timestamp = snapshot.timestamp
         self.clock = snapshot.causality
         self.last_hash: str | None = snapshot.metadata.context.get("event_hash")
-        # The next event's from_state, as a document and a record (built on first use).
-        self.from_doc: dict[str, Any] | None = None
-        self.from_state: StateSnapshot | None = None
 
     def load_committed(
-        self, record: StateSnapshot, event: Event, to_doc: dict[str, Any], token: str | None
+        self, record: StateSnapshot, record_bytes: bytes, version: int, token: str | None
     ) -> None:
-        """Adopt what this instance just committed (already known to be well-formed); the
-        event's ``to_state`` becomes the next event's ``from_state`` as it is."""
-        data = record.data
-        state = data["state"]
-        version = event.version
-        self.from_doc = to_doc
-        self.from_state = event.to_state
-        self.committed_state = state
-        self.committed_data = data["data"]
-        self.committed_timers = data.get("timers") or []
+        """Adopt what this instance just committed (already known to be well-formed)."""
+        self.committed_state = record.data["state"]
+        self.committed_bytes = record_bytes
         self.version = version
         self.token = token
         self.timestamp = record.timestamp
         self.clock = record.causality
         self.last_hash = record.metadata.context["event_hash"]
+
+    def committed_record(self) -> dict[str, Any]:
+        """A fresh copy of the committed ``{"machine", "state", "data"[, "timers"]}``."""
+        record: dict[str, Any] = orjson.loads(self.committed_bytes)
+        return record
 
     def get_lock(self) -> asyncio.Lock:
         if self.lock is None:
@@ -147,7 +146,7 @@ def core_of(instance: Machine) -> InstanceCore:
 def restore(instance: Machine, core: InstanceCore) -> None:
     """Put the instance back exactly at its last committed state."""
     instance.state = core.committed_state
-    instance.data = data_from_json(type(instance), core.committed_data)
+    instance.data = data_from_json(type(instance), core.committed_record()["data"])
     instance.version = core.version
 
 
@@ -187,7 +186,7 @@ class Committer:
         context: dict[str, Any] | None,
         payload: dict[str, Any] | None,
     ) -> Awaitable[Event]:
-        active = _ACTIVE.get()
+        active = _SYNC.core
         if active is not None:
             kwargs = {"actor": actor, "reason": reason, "context": context, "payload": payload}
             future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
@@ -218,11 +217,31 @@ class Committer:
         if not isinstance(name, str) or not name:
             raise InvalidInput("trigger name must be a non-empty string", field="trigger")
         core = core_of(instance)
-        payload = dict(payload or {})
-        async with core.get_lock():
-            event, outcome, queued = await self._commit(
-                instance, core, name, actor, reason, context or {}, payload
+        if self.runtime.closed:
+            raise TaiFsmError(
+                f"the Runtime hosting {instance!r} is closed; open a new one to trigger"
             )
+        encoded_payload = dumps(payload or {}, what=f"payload of trigger {name!r}")
+        async with core.get_lock():
+            event, outcome, queued, cancelled = await self._commit(
+                instance, core, name, actor, reason, context or {}, encoded_payload
+            )
+        if cancelled:
+            # The caller was cancelled while the append was in flight and the event landed:
+            # the instance reflects it, and its post-commit hooks still run (in background).
+            self.runtime.spawn(self._after_commit(instance, core, outcome, event, queued, name))
+            raise asyncio.CancelledError
+        return await self._after_commit(instance, core, outcome, event, queued, name)
+
+    async def _after_commit(
+        self,
+        instance: Machine,
+        core: InstanceCore,
+        outcome: FireOutcome,
+        event: Event,
+        queued: list[_Queued],
+        name: str,
+    ) -> Event:
         errors = await self._run_post_commit(instance, core, outcome, event, queued)
         await self._drain(queued)
         if errors:
@@ -243,18 +262,30 @@ class Committer:
         actor: str | None,
         reason: str | None,
         context: dict[str, Any],
-        payload: dict[str, Any],
-    ) -> tuple[Event, FireOutcome, list[_Queued]]:
+        encoded_payload: bytes,
+    ) -> tuple[Event, FireOutcome, list[_Queued], bool]:
+        """Fire, build and append; on conflict catch up and re-run (each attempt on a fresh
+        copy of the payload). Returns ``cancelled=True`` when the caller was cancelled while
+        the append was in flight and the append then landed (the instance adopts it)."""
         runtime = self.runtime
         conflicts = 0
         while True:
-            outcome, event, record, to_doc, queued = self._fire(
-                instance, core, name, actor, reason, context, payload
+            outcome, event, record, record_bytes, queued = self._fire(
+                instance, core, name, actor, reason, context, encoded_payload
+            )
+            cancelled = False
+            append = asyncio.ensure_future(
+                runtime.append_with_retry(instance.governor, instance.id, event, record, core)
             )
             try:
-                result = await runtime.append_with_retry(
-                    instance.governor, instance.id, event, record, core
-                )
+                while True:
+                    try:
+                        result = await asyncio.shield(append)
+                        break
+                    except asyncio.CancelledError:
+                        if append.done():
+                            raise
+                        cancelled = True  # finish the in-flight append before giving up
             except VersionConflict:
                 restore(instance, core)
                 _cancel(queued)
@@ -263,14 +294,16 @@ class Committer:
                 conflicts += 1
                 await runtime.catch_up(instance, core)
                 continue
-            except BaseException:
+            except BaseException as exc:
                 restore(instance, core)
                 _cancel(queued)
+                if cancelled and not isinstance(exc, asyncio.CancelledError):
+                    raise asyncio.CancelledError from exc
                 raise
-            core.load_committed(record, event, to_doc, result.token)
+            core.load_committed(record, record_bytes, event.version, result.token)
             instance.version = event.version
             runtime.after_commit(instance.governor, record, self.compiled)
-            return event, outcome, queued
+            return event, outcome, queued, cancelled
 
     def _fire(
         self,
@@ -280,17 +313,19 @@ class Committer:
         actor: str | None,
         reason: str | None,
         context: dict[str, Any],
-        payload: dict[str, Any],
-    ) -> tuple[FireOutcome, Event, StateSnapshot, dict[str, Any], list[_Queued]]:
+        encoded_payload: bytes,
+    ) -> tuple[FireOutcome, Event, StateSnapshot, bytes, list[_Queued]]:
         """Run the transition in memory and build the event + new record; on any error
-        restore the instance and drop triggers queued by its callbacks."""
+        restore the instance and drop triggers queued by its callbacks. Callbacks get their
+        own copy of the payload; the event records the payload as the caller sent it."""
         start = len(core.queue)
-        token = _ACTIVE.set(core)
+        _SYNC.core = core
         try:
-            outcome = self.compiled.fire(instance, name, payload)
+            outcome = self.compiled.fire(instance, name, loads(encoded_payload))
             new_data = data_to_json(self.machine_cls, instance.data)
-            event, record, to_doc = self._build(
-                instance, core, outcome, new_data, actor, reason, context, payload
+            event, record, record_bytes = self._build(
+                instance, core, outcome, new_data, actor, reason, context,
+                loads(encoded_payload),
             )
         except BaseException:
             restore(instance, core)
@@ -298,10 +333,10 @@ class Committer:
             del core.queue[start:]
             raise
         finally:
-            _ACTIVE.reset(token)
+            _SYNC.core = None
         queued = core.queue[start:]
         del core.queue[start:]
-        return outcome, event, record, to_doc, queued
+        return outcome, event, record, record_bytes, queued
 
     def _build(
         self,
@@ -313,7 +348,7 @@ class Committer:
         reason: str | None,
         context: dict[str, Any],
         payload: dict[str, Any],
-    ) -> tuple[Event, StateSnapshot, dict[str, Any]]:
+    ) -> tuple[Event, StateSnapshot, bytes]:
         runtime = self.runtime
         spec = self.compiled.spec
         now = utc_now()
@@ -326,23 +361,16 @@ class Committer:
             "state": outcome.dest,
             "data": new_data,
         }
-        if core.committed_timers or not self.compiled.timed_states.isdisjoint(outcome.entered):
-            timers = next_timers(spec, outcome.dest, outcome.entered, core.committed_timers, now)
+        previous = core.committed_record()
+        previous_timers = previous.get("timers") or []
+        if previous_timers or not self.compiled.timed_states.isdisjoint(outcome.entered):
+            timers = next_timers(spec, outcome.dest, outcome.entered, previous_timers, now)
             if timers:
                 record_data["timers"] = timers
-        if core.from_doc is None or core.from_state is None:
-            previous: dict[str, Any] = {
-                "machine": spec.name,
-                "state": core.committed_state,
-                "data": core.committed_data,
-            }
-            if core.committed_timers:
-                previous["timers"] = core.committed_timers
-            core.from_doc = _snapshot_doc(
-                instance.id, previous, core.version, core.timestamp, core.clock.clocks,
-                _DEFAULT_METADATA,
-            )
-            core.from_state = _snapshot_record(core.from_doc)
+        from_doc = _snapshot_doc(
+            instance.id, previous, core.version, core.timestamp, core.clock.clocks,
+            _DEFAULT_METADATA,
+        )
         clock = construct_trusted(VectorClock, {"clocks": clocks})
         to_doc = _snapshot_doc(instance.id, record_data, version, now, clocks, _DEFAULT_METADATA)
         changed_by = actor or runtime.node_id
@@ -355,7 +383,7 @@ class Committer:
             "stream_id": instance.id,
             "version": version,
             "action": outcome.trigger,
-            "from_state": core.from_doc,
+            "from_state": from_doc,
             "to_state": to_doc,
             "payload": payload,
             "timestamp": now,
@@ -371,7 +399,7 @@ class Committer:
         }
         digest = compute_event_hash(document)
         document["hash"] = digest
-        encoded_event = orjson.dumps(document, option=_JSON_OPTIONS)
+        encoded_event = compact(orjson.dumps(document, option=_JSON_OPTIONS))
         record_doc = _snapshot_doc(
             instance.id, record_data, version, now, clocks,
             {
@@ -382,13 +410,13 @@ class Committer:
                             "action": outcome.trigger},
             },
         )
-        encoded_record = orjson.dumps(record_doc, option=_JSON_OPTIONS)
+        encoded_record = compact(orjson.dumps(record_doc, option=_JSON_OPTIONS))
         to_state = construct_trusted(StateSnapshot, {
             **to_doc, "metadata": _DEFAULT_METADATA_RECORD, "causality": clock,
         })
         event = construct_trusted(Event, {
             **document,
-            "from_state": core.from_state,
+            "from_state": _snapshot_record(from_doc),
             "to_state": to_state,
             "causality": clock,
             "metadata": construct_trusted(ChangeMetadata, dict(document["metadata"])),
@@ -400,7 +428,7 @@ class Committer:
             "causality": clock,
         })
         record._tai_json = encoded_record
-        return event, record, to_doc
+        return event, record, compact(orjson.dumps(record_data, option=_JSON_OPTIONS))
 
     # ------------------------------------------------------------------ after the commit
     async def _run_post_commit(
@@ -415,29 +443,29 @@ class Committer:
         if not hooks:
             return []
         errors: list[BaseException] = []
-        start = len(core.queue)
-        token = _ACTIVE.set(core)
-        try:
-            for hook_name in hooks:
-                hook: Callable[[Event], Any] = getattr(instance, hook_name)
+        for hook_name in hooks:
+            hook: Callable[[Event], Any] = getattr(instance, hook_name)
+            start = len(core.queue)
+            try:
+                _SYNC.core = core  # a sync hook's own triggers are queued ...
                 try:
                     result = hook(event)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception as exc:  # a hook's failure never undoes the event
-                    log.error(
-                        "post-commit hook %s of %s %r v%d failed: %r",
-                        hook_name,
-                        self.compiled.spec.name,
-                        instance.id,
-                        event.version,
-                        exc,
-                    )
-                    errors.append(exc)
-        finally:
-            _ACTIVE.reset(token)
-        queued.extend(core.queue[start:])
-        del core.queue[start:]
+                finally:
+                    _SYNC.core = None
+                queued.extend(core.queue[start:])
+                del core.queue[start:]
+                if inspect.isawaitable(result):
+                    await result  # ... an async hook may await its triggers directly
+            except Exception as exc:  # a hook's failure never undoes the event
+                log.error(
+                    "post-commit hook %s of %s %r v%d failed: %r",
+                    hook_name,
+                    self.compiled.spec.name,
+                    instance.id,
+                    event.version,
+                    exc,
+                )
+                errors.append(exc)
         return errors
 
     async def _drain(self, queued: list[_Queued]) -> None:

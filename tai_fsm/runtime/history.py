@@ -11,7 +11,7 @@ from typing import Any
 from tai_fsm.errors import IntegrityError, InvalidInput, StateNotFound
 from tai_fsm.records import Event, StateSnapshot, ensure_utc
 from tai_fsm.runtime.hashing import compute_event_hash
-from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, Store
+from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, EventSpan, Store
 
 __all__ = ["Rebuilt", "VerifyReport", "rebuild", "verify_stream"]
 
@@ -62,17 +62,21 @@ async def rebuild(
     record = snap
     current = snap.version if snap is not None else 0
     last_hash = snap.metadata.context.get("event_hash") if snap is not None else None
-    span = await store.read_event_span(
-        governor,
-        stream_id,
-        after_version=current,
-        up_to_version=version,
-        until=cutoff,
-        batch_size=batch_size,
-    )
+    if cutoff is not None:
+        # As of a time: events in version order up to the first one later than `at` (clocks
+        # of different nodes may disagree, so a later version can carry an earlier time).
+        span = await _span_until(store, governor, stream_id, current, version, cutoff,
+                                 batch_size)
+    else:
+        span = await store.read_event_span(
+            governor, stream_id, after_version=current, up_to_version=version,
+            batch_size=batch_size,
+        )
     if span.count:
         if span.first_version != current + 1:
             if current == 0:
+                if version is not None and version < span.first_version:
+                    raise _compacted(stream_id, version, span.first_version)
                 raise IntegrityError(
                     f"{stream_id!r}: events before version {span.first_version} were "
                     "compacted and no snapshot covers them",
@@ -99,6 +103,11 @@ async def rebuild(
         last_hash = span.last.hash
     replayed = span.count
     if record is None:
+        if version is not None:
+            async for earliest in store.read_events(governor, stream_id, batch_size=1):
+                if earliest.version > version:
+                    raise _compacted(stream_id, version, earliest.version)
+                break
         raise StateNotFound(governor, stream_id, "instance history")
     if version is not None and current != version:
         head = await store.stream_version(governor, stream_id)
@@ -114,6 +123,37 @@ async def rebuild(
     )
 
 
+def _compacted(stream_id: str, version: int, first: int) -> InvalidInput:
+    return InvalidInput(
+        f"{stream_id!r} version {version} is no longer in the log: events before version "
+        f"{first} were compacted by cleanup (state_at works from the oldest kept snapshot on)",
+        field="version",
+    )
+
+
+async def _span_until(
+    store: Store,
+    governor: str,
+    stream_id: str,
+    after: int,
+    version: int | None,
+    cutoff: datetime,
+    batch_size: int,
+) -> EventSpan:
+    count = first = last_version = 0
+    last: Event | None = None
+    async for event in store.read_events(
+        governor, stream_id, after_version=after, up_to_version=version, batch_size=batch_size
+    ):
+        if event.timestamp > cutoff:
+            break
+        count += 1
+        first = first or event.version
+        last_version = event.version
+        last = event
+    return EventSpan(count, first, last_version, last)
+
+
 @dataclass(slots=True)
 class VerifyReport:
     """Outcome of walking one stream's hash chain."""
@@ -124,6 +164,9 @@ class VerifyReport:
     first_version: int = 0
     problems: list[str] = field(default_factory=list)
     broken_version: int | None = None
+    #: False when earlier events were compacted and no kept snapshot records the hash just
+    #: before the first remaining event: that one link cannot be checked (all later can).
+    anchored: bool = True
 
     @property
     def ok(self) -> bool:
@@ -145,8 +188,22 @@ class VerifyReport:
             "first_version": self.first_version,
             "head": self.head,
             "broken_version": self.broken_version,
+            "anchored": self.anchored,
             "problems": self.problems,
         }
+
+
+async def _check_snapshot_anchor(
+    store: Store, governor: str, stream_id: str, event: Event
+) -> str | None:
+    """A snapshot records the hash of the event it was taken at: they must agree."""
+    snap = await store.load_snapshot(governor, stream_id, at_or_before=event.version)
+    if snap is None or snap.version != event.version:
+        return None
+    recorded = snap.metadata.context.get("event_hash")
+    if recorded is not None and recorded != event.hash:
+        return f"version {event.version}: the snapshot at this version records another hash"
+    return None
 
 
 def _check_event(event: Event, expected_version: int, prev_hash: str | None) -> str | None:
@@ -174,24 +231,26 @@ async def verify_stream(
     expected = 1
     first = True
     last: Event | None = None
+    snapshot_versions = set(await store.snapshot_versions(governor, stream_id))
     async for event in store.read_events(governor, stream_id, batch_size=batch_size):
         if first:
             first = False
             report.first_version = event.version
-            if event.version > 1:  # compacted: anchor on the snapshot just before
-                anchor = await store.load_snapshot(
-                    governor, stream_id, at_or_before=event.version - 1
-                )
-                if anchor is None or anchor.version != event.version - 1:
-                    report.problems.append(
-                        f"events before version {event.version} are gone and no snapshot "
-                        f"at version {event.version - 1} anchors the chain"
-                    )
-                    report.broken_version = event.version
-                    return report
-                prev_hash = anchor.metadata.context.get("event_hash")
+            if event.version > 1:  # compacted: anchor on the snapshot just before, if kept
                 expected = event.version
+                anchor = None
+                if event.version - 1 in snapshot_versions:
+                    anchor = await store.load_snapshot(
+                        governor, stream_id, at_or_before=event.version - 1
+                    )
+                if anchor is not None and anchor.metadata.context.get("event_hash"):
+                    prev_hash = anchor.metadata.context["event_hash"]
+                else:  # the chain starts here; every later link is still checked
+                    prev_hash = event.prev_hash
+                    report.anchored = False
         problem = _check_event(event, expected, prev_hash)
+        if problem is None and event.version in snapshot_versions:
+            problem = await _check_snapshot_anchor(store, governor, stream_id, event)
         if problem is not None:
             report.problems.append(problem)
             report.broken_version = expected

@@ -11,13 +11,14 @@ code that drives its own state machine and only wants durable transitions.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tai_fsm.errors import StateNotFound
+from tai_fsm.errors import StateNotFound, TaiFsmError
 from tai_fsm.ids import validate_id
 from tai_fsm.records import ChangeMetadata, Event, StateSnapshot, utc_now
 from tai_fsm.runtime.hashing import compute_event_hash
@@ -25,6 +26,8 @@ from tai_fsm.runtime.history import rebuild, verify_stream
 from tai_fsm.stores.base import Store
 
 __all__ = ["ConsistencyReport", "PersistenceConfig", "StateMachinePersister"]
+
+log = logging.getLogger("tai_fsm.persister")
 
 
 class PersistenceConfig(BaseModel):
@@ -123,9 +126,12 @@ class StateMachinePersister:
             governor, stream_id, [event], expected_version=expected, state=record, token=token
         )
         if version % self.config.snapshot_interval == 0:
-            await self.store.save_snapshot(
-                governor, stream_id, record, keep=self.config.snapshot_retention
-            )
+            try:
+                await self.store.save_snapshot(
+                    governor, stream_id, record, keep=self.config.snapshot_retention
+                )
+            except TaiFsmError as exc:  # the transition is committed; recovery replays
+                log.error("snapshot of %s/%s v%d failed: %r", governor, stream_id, version, exc)
         return event
 
     async def load_state(self, governor: str, state_id: str) -> tuple[StateSnapshot, bool]:

@@ -16,7 +16,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -107,7 +107,7 @@ class Runtime:
                     f"{machine_cls.__name__}"
                 )
             self._committers[name] = Committer(self, compiled)
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._failed_snapshots: dict[tuple[str, str], tuple[StateSnapshot, int]] = {}
         self._closed = False
         self._id_prefix = uuid.uuid4().hex[:16]
@@ -135,8 +135,8 @@ class Runtime:
         if this runtime owns it. Idempotent."""
         if self._closed:
             return
-        await self.flush()
         self._closed = True
+        await self.flush()
         if self.own_store:
             await self.store.close()
 
@@ -146,6 +146,23 @@ class Runtime:
             await asyncio.gather(*list(self._background), return_exceptions=True)
         for (governor, stream_id), (snapshot, keep) in list(self._failed_snapshots.items()):
             await self._write_snapshot(governor, stream_id, snapshot, keep)
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` started: triggers are refused from then on."""
+        return self._closed
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` in the background; ``close()``/``flush()`` wait for it and its
+        failure is logged (it has no caller to raise to)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background work failed: %r", task.exception())
 
     @property
     def machines(self) -> dict[str, type[Machine]]:
@@ -401,11 +418,7 @@ class Runtime:
     def _schedule_snapshot(
         self, governor: str, stream_id: str, snapshot: StateSnapshot, keep: int
     ) -> None:
-        task = asyncio.get_running_loop().create_task(
-            self._write_snapshot(governor, stream_id, snapshot, keep)
-        )
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.spawn(self._write_snapshot(governor, stream_id, snapshot, keep))
 
     async def _write_snapshot(
         self, governor: str, stream_id: str, snapshot: StateSnapshot, keep: int

@@ -35,7 +35,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
-from tai_fsm.errors import InvalidInput, TaiFsmError
+from tai_fsm.errors import InvalidInput, StoreUnavailable, TaiFsmError
 from tai_fsm.records import (
     AppendResult,
     CleanupResult,
@@ -266,24 +266,30 @@ class SQLiteStore(Store):
         position, size = bounds.after, bounds.size
         upper = _MAX_I64 if bounds.upper is None else bounds.upper
         cutoff = _MAX_I64 if bounds.cutoff is None else bounds.cutoff
-        count = first = last = 0
-        while position < upper:
-            found, page_first, page_last = await self._run(
-                partial(ops.read_versions, governor, stream_id, position, upper, cutoff, size)
+        start = position
+        for _ in range(3):  # a compaction between the pages and the last read: scan again
+            position, count, first, last = start, 0, 0, 0
+            while position < upper:
+                found, page_first, page_last = await self._run(
+                    partial(ops.read_versions, governor, stream_id, position, upper, cutoff, size)
+                )
+                if found:
+                    count += found
+                    first = first or page_first
+                    last = page_last
+                    position = page_last
+                if found < size:
+                    break
+            if not count:
+                return EventSpan(0, 0, 0, None)
+            newest = await self._run(
+                partial(ops.read_events, governor, stream_id, last - 1, last, _MAX_I64, 1)
             )
-            if found:
-                count += found
-                first = first or page_first
-                last = page_last
-                position = page_last
-            if found < size:
-                break
-        if not count:
-            return EventSpan(0, 0, 0, None)
-        newest = await self._run(
-            partial(ops.read_events, governor, stream_id, last - 1, last, _MAX_I64, 1)
+            if newest:
+                return EventSpan(count, first, last, newest[0])
+        raise StoreUnavailable(
+            f"stream {stream_id!r} kept changing under a replay (concurrent compaction); retry"
         )
-        return EventSpan(count, first, last, newest[0])
 
     async def stream_version(self, governor: str, stream_id: str) -> int:
         check_id(governor, "governor")
