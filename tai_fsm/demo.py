@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -179,6 +180,16 @@ def _where(store_url: str) -> str:
     return store_url
 
 
+def _cli_command() -> str:
+    """How the user can call the CLI: ``tai-fsm`` when it is on PATH, else its full path
+    (e.g. inside a virtual environment that is not activated)."""
+    beside = Path(sys.executable).parent / "tai-fsm"
+    on_path = shutil.which("tai-fsm")
+    if beside.exists() and (on_path is None or Path(on_path).resolve() != beside.resolve()):
+        return str(beside)
+    return "tai-fsm"
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """The ``tai-fsm demo`` command (see module docstring). Exit 0 when recovery lost
     nothing and every chain verifies."""
@@ -199,15 +210,18 @@ def run_demo(args: argparse.Namespace) -> int:
           if run.killed else f"child finished after {run.lines} commits before the kill point")
     code = asyncio.run(_recover_and_check(store_url, governor, run, transitions // 4, seed))
     example = next(iter(run.acked), "order-1")
-    store_flag = f"--store {store_url} " if store_url != "sqlite:///tai_fsm.db" else ""
+    store_flag = f"--store {store_url} "
+    if store_url.startswith("sqlite:///"):  # absolute, so it works from any directory
+        store_flag = f"--store sqlite:///{_where(store_url)} "
     print("\nexplore what was left behind:")
-    print(f"  tai-fsm {store_flag}--governor {governor} show {example}")
-    print(f"  tai-fsm {store_flag}--governor {governor} history {example}")
-    print(f"  tai-fsm {store_flag}--governor {governor} verify")
+    cli = _cli_command()
+    print(f"  {cli} {store_flag}--governor {governor} show {example}")
+    print(f"  {cli} {store_flag}--governor {governor} history {example}")
+    print(f"  {cli} {store_flag}--governor {governor} verify")
     machine_file = MACHINES_DIR / f"{example.rsplit('-', 1)[0]}.yaml"
-    print(f"  tai-fsm {store_flag}--governor {governor} diagram {machine_file} "
+    print(f"  {cli} {store_flag}--governor {governor} diagram {machine_file} "
           f"--instance {example}")
-    print(f"  tai-fsm {store_flag}--governor {governor} --machines tai_fsm.demo_classes "
+    print(f"  {cli} {store_flag}--governor {governor} --machines tai_fsm.demo_classes "
           f"send {example} <trigger>")
     return code
 
