@@ -13,8 +13,12 @@ machine class. Guarantees, per instance:
   re-evaluated on the fresh state, at most ``max_conflict_retries`` times;
 * post-commit hooks run only after the append succeeded; hook errors never undo the event and
   surface as ``PostCommitHookFailed``;
-* a trigger fired from a callback or a post-commit hook is queued and committed as its own
-  event after the current one.
+* a trigger fired from a synchronous callback or hook is queued and committed as its own
+  event after the current one; an async hook may await its triggers directly;
+* a caller cancelled while its append is in flight does not cancel the append: if it lands,
+  the instance adopts it and the post-commit hooks run in the background;
+* the committed state is kept encoded, and every attempt gets a fresh copy of the payload:
+  nothing a callback, hook or caller mutates leaks into a later commit.
 """
 
 from __future__ import annotations
