@@ -96,3 +96,20 @@ def test_demo_runs_from_any_directory_and_verifies(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
     )
     assert check.returncode == 0 and "verify OK" in check.stdout
+
+
+@pytest.mark.firestore
+def test_demo_runs_on_the_firestore_emulator(
+    tmp_path: Path, firestore_emulator: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAI_FSM_")}
+    env["FIRESTORE_EMULATOR_HOST"] = firestore_emulator
+    store = f"firestore://demo-project?prefix=demo{os.getpid()}"
+    result = subprocess.run(
+        [sys.executable, "-m", "tai_fsm.cli", "demo", "--store", store,
+         "--instances", "6", "--transitions", "40"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "child killed (kill -9)" in result.stdout and "verify OK" in result.stdout
+    assert f"--store {store}" in result.stdout
