@@ -168,16 +168,26 @@ class Committer:
         return instance
 
     def new_instance(self, governor: str, stored: StoredState) -> Machine:
-        _, state, data, _ = record_parts(stored.snapshot.id, stored.snapshot.data)
-        instance = self.machine_cls._tai_new(
-            id=stored.snapshot.id,
+        """A live instance (triggers commit through this binding)."""
+        instance = self._instance(governor, stored.snapshot, stored.version, live=True)
+        return self.attach(instance, stored)
+
+    def read_only(self, governor: str, record: StateSnapshot, version: int) -> Machine:
+        """A view of a past record: ``trigger`` raises."""
+        return self._instance(governor, record, version, live=False)
+
+    def _instance(
+        self, governor: str, record: StateSnapshot, version: int, *, live: bool
+    ) -> Machine:
+        _, state, data, _ = record_parts(record.id, record.data)
+        return self.machine_cls._tai_new(
+            id=record.id,
             governor=governor,
             state=state,
-            version=stored.version,
+            version=version,
             data=data_from_json(self.machine_cls, data),
-            binding=self,
+            binding=self if live else None,
         )
-        return self.attach(instance, stored)
 
     # ------------------------------------------------------------------ InstanceBinding
     def trigger(

@@ -11,7 +11,7 @@ from typing import Any
 from tai_fsm.errors import IntegrityError, InvalidInput, StateNotFound
 from tai_fsm.records import Event, StateSnapshot, ensure_utc
 from tai_fsm.runtime.hashing import compute_event_hash
-from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, EventSpan, Store
+from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, Store, span_of
 
 __all__ = ["Rebuilt", "VerifyReport", "rebuild", "verify_stream"]
 
@@ -65,8 +65,11 @@ async def rebuild(
     if cutoff is not None:
         # As of a time: events in version order up to the first one later than `at` (clocks
         # of different nodes may disagree, so a later version can carry an earlier time).
-        span = await _span_until(store, governor, stream_id, current, version, cutoff,
-                                 batch_size)
+        span = await span_of(
+            store.read_events(governor, stream_id, after_version=current,
+                              up_to_version=version, batch_size=batch_size),
+            stop_after=cutoff,
+        )
     else:
         span = await store.read_event_span(
             governor, stream_id, after_version=current, up_to_version=version,
@@ -129,29 +132,6 @@ def _compacted(stream_id: str, version: int, first: int) -> InvalidInput:
         f"{first} were compacted by cleanup (state_at works from the oldest kept snapshot on)",
         field="version",
     )
-
-
-async def _span_until(
-    store: Store,
-    governor: str,
-    stream_id: str,
-    after: int,
-    version: int | None,
-    cutoff: datetime,
-    batch_size: int,
-) -> EventSpan:
-    count = first = last_version = 0
-    last: Event | None = None
-    async for event in store.read_events(
-        governor, stream_id, after_version=after, up_to_version=version, batch_size=batch_size
-    ):
-        if event.timestamp > cutoff:
-            break
-        count += 1
-        first = first or event.version
-        last_version = event.version
-        last = event
-    return EventSpan(count, first, last_version, last)
 
 
 @dataclass(slots=True)

@@ -36,7 +36,6 @@ from tai_fsm.ids import validate_id
 from tai_fsm.records import AppendResult, ChangeMetadata, Event, StateSnapshot, StoredState, utc_now
 from tai_fsm.runtime.codec import (
     apply_field_defaults,
-    data_from_json,
     data_to_json,
     next_timers,
     record_parts,
@@ -339,16 +338,8 @@ class Runtime:
         return self._view(gov, rebuilt)
 
     def _view(self, governor: str, rebuilt: Rebuilt) -> Machine:
-        machine_name, state, data, _ = record_parts(rebuilt.record.id, rebuilt.record.data)
-        committer = self._committer(machine_name)
-        return committer.machine_cls._tai_new(
-            id=rebuilt.record.id,
-            governor=governor,
-            state=state,
-            version=rebuilt.version,
-            data=data_from_json(committer.machine_cls, data),
-            binding=None,
-        )
+        machine_name, _, _, _ = record_parts(rebuilt.record.id, rebuilt.record.data)
+        return self._committer(machine_name).read_only(governor, rebuilt.record, rebuilt.version)
 
     async def verify(self, id: str, *, governor: str | None = None) -> VerifyReport:
         """Walk ``id``'s hash chain; the report names the first broken link."""

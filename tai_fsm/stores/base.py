@@ -40,7 +40,7 @@ from tai_fsm.records import (
     utc_now,
 )
 
-__all__ = ["DEFAULT_BATCH_SIZE", "EventSpan", "Store", "replay_events"]
+__all__ = ["DEFAULT_BATCH_SIZE", "EventSpan", "Store", "replay_events", "span_of"]
 
 DEFAULT_BATCH_SIZE = 1000
 
@@ -74,6 +74,23 @@ class EventSpan:
     def dense(self) -> bool:
         """True when no version is missing between the first and the last."""
         return self.count == 0 or self.last_version - self.first_version + 1 == self.count
+
+
+async def span_of(
+    events: AsyncIterator[Event], *, stop_after: datetime | None = None
+) -> EventSpan:
+    """Summarise ``events`` (one stream, version order) as an ``EventSpan``; with
+    ``stop_after``, stop at the first event later than that time."""
+    count = first = last_version = 0
+    last: Event | None = None
+    async for event in events:
+        if stop_after is not None and event.timestamp > stop_after:
+            break
+        count += 1
+        first = first or event.version
+        last_version = event.version
+        last = event
+    return EventSpan(count, first, last_version, last)
 
 
 class Store(abc.ABC):
@@ -203,17 +220,10 @@ class Store(abc.ABC):
         batches), summarised as an ``EventSpan``. Replay sets the state from each event's
         ``to_state`` in turn, so only the newest event's content matters: backends override
         this to read versions only and decode just that one."""
-        count = first = last_version = 0
-        last: Event | None = None
-        async for event in self.read_events(
+        return await span_of(self.read_events(
             governor, stream_id, after_version=after_version, up_to_version=up_to_version,
             until=until, batch_size=batch_size,
-        ):
-            count += 1
-            first = first or event.version
-            last_version = event.version
-            last = event
-        return EventSpan(count, first, last_version, last)
+        ))
 
     @abc.abstractmethod
     async def stream_version(self, governor: str, stream_id: str) -> int:
