@@ -41,6 +41,9 @@ class TaiFsmError(Exception):
     transient: ClassVar[bool] = False
     backoff_base: ClassVar[float] = 0.05
     backoff_cap: ClassVar[float] = 5.0
+    #: Set by the retry helper (``tai_fsm.retry``) when it gives up: attempts made, seconds.
+    attempts: int = 1
+    elapsed: float = 0.0
 
     def is_transient(self) -> bool:
         """True when the same operation may succeed if tried again (after a backoff)."""
