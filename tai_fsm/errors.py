@@ -32,7 +32,22 @@ __all__ = [
     "TransactionFailed",
     "TransitionNotAllowed",
     "VersionConflict",
+    "shown",
 ]
+
+_SHOWN_LIMIT = 80
+
+
+def shown(value: object, limit: int = _SHOWN_LIMIT) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, for quoting user input in an error
+    message (a 10 MB trigger name must not be echoed whole)."""
+    try:
+        text = repr(value)
+    except Exception:  # a user object whose __repr__ fails
+        text = f"<{type(value).__name__}>"
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 20]}...({len(text):,} chars)"
 
 
 class TaiFsmError(Exception):
