@@ -136,7 +136,7 @@ async def test_corrupted_rows_raise_integrity_error_naming_the_record(
         await store.save_snapshot(GOV, "s1", StateSnapshot(id="s1", version=2))
     with _raw(path) as conn:
         conn.execute("UPDATE events SET data = ? WHERE version = 2", (garbage,))
-        conn.execute("UPDATE states SET data = ?", (garbage,))
+        conn.execute("UPDATE records SET data = ?", (garbage,))
         conn.execute("UPDATE snapshots SET data = ?", (garbage,))
     async with SQLiteStore(path) as store:
         with pytest.raises((IntegrityError, SerializationError)) as caught:
@@ -176,7 +176,7 @@ async def test_schema_version_table_and_wal(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-    assert {"states", "events", "snapshots", "schema_version"} <= tables
+    assert {"records", "events", "snapshots", "schema_version"} <= tables
     async with SQLiteStore(path, synchronous="normal", busy_timeout=2.5) as store:
         settings = await store.pragmas()
     assert (settings["synchronous"], settings["busy_timeout"]) == ("NORMAL", 2500)

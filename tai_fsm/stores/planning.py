@@ -243,7 +243,8 @@ def prepare(ops: Sequence[Op], *, max_writes: int | None = None) -> list[Prepare
         elif isinstance(op, Fence):
             resource = check_id(op.resource, "lock resource")
             claim(LOCKS, resource)
-            prepared.append(PreparedFence(resource, check_version(op.fencing_token, "fencing_token")))
+            token = check_version(op.fencing_token, "fencing_token")
+            prepared.append(PreparedFence(resource, token))
             writes += 1
         else:
             raise InvalidInput(

@@ -42,12 +42,12 @@ __all__ = [
     "PATCH_MIN_BYTES",
     "EventDecoder",
     "anchor",
+    "apply_patch",
     "corrupt",
     "decode_record",
     "encode_event",
     "encode_record",
     "merge_patch",
-    "apply_patch",
 ]
 
 #: Every event at a version of 1 (mod FULL_EVERY) holds its full data.
@@ -220,8 +220,9 @@ class EventDecoder:
         self._prev_version = 0
         self._prev_to: dict[str, Any] | None = None
 
-    def document(self, raw: Any, version: int) -> dict[str, Any]:
-        """The full ``Event`` document of the stored row at ``version``."""
+    def document(self, raw: Any, version: int, *, whole: bool = True) -> dict[str, Any]:
+        """The full ``Event`` document of the stored row at ``version`` (``whole=False``:
+        only its ``to_state`` is needed, ``from_state`` may stay unknown)."""
         gov, stream = self.governor, self.stream_id
         document = _load(raw, "event", gov, stream, version)
         if not isinstance(document, dict):
@@ -236,12 +237,12 @@ class EventDecoder:
             raise corrupt("event", gov, stream, version, "to_state is missing")
         follows = self._prev_version == version - 1 and self._prev_to is not None
         if "from_state" not in document:
-            if not follows:
+            if not follows and whole:
                 raise corrupt(
                     "event", gov, stream, version,
                     f"version {version - 1} is missing from the log (its state is needed)",
                 )
-            document["from_state"] = self._prev_to
+            document["from_state"] = self._prev_to if follows else None
         if "data_patch" in document:
             if not follows:
                 raise corrupt(
@@ -272,7 +273,7 @@ class EventDecoder:
 
     def skip(self, raw: Any, version: int) -> None:
         """Decode a row only to carry its state forward (it is not wanted itself)."""
-        self.document(raw, version)
+        self.document(raw, version, whole=False)
 
 
 def _load(raw: Any, what: str, governor: str, record_id: str, version: int) -> Any:

@@ -2,13 +2,14 @@
 
 Tables follow the logical model of DESIGN.md §3, keyed the same way::
 
-    states(governor, id, version, data)                  PRIMARY KEY (governor, id)
+    records(governor, kind, id, version, data)           PRIMARY KEY (governor, kind, id)
     events(governor, stream_id, version, event_id, ts, data)
                                                          PRIMARY KEY (governor, stream_id, version)
     snapshots(governor, stream_id, version, data)        PRIMARY KEY (governor, stream_id, version)
     schema_version(version)
 
-``data`` is the record's JSON (``tai_fsm.codec``) as a BLOB, ``ts`` the event timestamp in
+``kind`` is ``states`` for state records (``locks`` for lock leases, ...). ``data`` is the
+record's stored JSON (:mod:`tai_fsm.stores.recordcodec`) (``tai_fsm.codec``) as a BLOB, ``ts`` the event timestamp in
 microseconds since the epoch (UTC) for ``until=`` filters. Two writers of the same event
 version collide on the primary key; the store checks versions inside ``BEGIN IMMEDIATE``
 transactions, so several processes may share one file.
@@ -31,19 +32,20 @@ __all__ = [
     "map_error",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
 
-_TABLES = ("events", "schema_version", "snapshots", "states")
+_TABLES = ("events", "records", "schema_version", "snapshots")
 
 _DDL = (
     "CREATE TABLE schema_version (version INTEGER NOT NULL)",
-    """CREATE TABLE states (
+    """CREATE TABLE records (
         governor TEXT NOT NULL,
+        kind     TEXT NOT NULL,
         id       TEXT NOT NULL,
         version  INTEGER NOT NULL,
         data     BLOB NOT NULL,
-        PRIMARY KEY (governor, id)
+        PRIMARY KEY (governor, kind, id)
     ) WITHOUT ROWID""",
     """CREATE TABLE events (
         governor  TEXT NOT NULL,
@@ -153,8 +155,14 @@ def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:
             field="path",
             value=path,
         )
-    if found < SCHEMA_VERSION:  # no older schema has ever been released
-        raise IntegrityError(f"{path}: unknown tai-fsm schema version {found}")
+    if found < SCHEMA_VERSION:  # schema 1 was a pre-release: events held both states
+        raise InvalidInput(
+            f"{path} has tai-fsm schema version {found}, written by a pre-release of tai-fsm "
+            f"that stored events differently; this tai-fsm reads schema {SCHEMA_VERSION}. "
+            "Re-create the store (export it with the old version first if you need its history)",
+            field="path",
+            value=path,
+        )
     missing = [name for name in _TABLES if not _has_table(conn, name)]
     if missing:
         raise IntegrityError(f"{path}: tai-fsm tables missing: {', '.join(missing)}")
