@@ -393,3 +393,99 @@ def test_every_sqlite_error_maps_into_the_error_tree(
     assert type(mapped) is expected
     assert "/data/x.db" in str(mapped) and str(error) in str(mapped)
     assert mapped.is_transient() == (expected is StoreUnavailable)
+
+
+_TRANSFERS = textwrap.dedent(
+    """
+    import asyncio, random, sys, time
+    from pathlib import Path
+    from tai_fsm.errors import StoreUnavailable, VersionConflict
+    from tai_fsm.records import Event, StateSnapshot
+    from tai_fsm.stores import ops
+    from tai_fsm.stores.sqlite import SQLiteStore
+
+    path, name, count, folder = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+    ACCOUNTS = ["a0", "a1", "a2", "a3", "a4"]
+
+    async def main() -> None:
+        rng = random.Random(name)
+        async with SQLiteStore(path, busy_timeout=10.0) as store:
+            (folder / f"ready-{name}").touch()
+            while not (folder / "go").exists():
+                time.sleep(0.001)
+            conflicts = 0
+            for i in range(count):
+                source, target = rng.sample(ACCOUNTS, 2)
+                while True:
+                    got = await store.batch_read_states("g", [source, target])
+                    a, b = got[source], got[target]
+                    moved = {"from": source, "to": target, "by": name, "i": i}
+                    entry = Event(id=f"{name}-{i}", action="transfer",
+                                  to_state=StateSnapshot(id=f"ledger-{name}", data=moved))
+                    try:
+                        await store.commit("g", [
+                            ops.Put(source, StateSnapshot(id=source, data={
+                                "balance": a.snapshot.data["balance"] - 1}), a.version),
+                            ops.Put(target, StateSnapshot(id=target, data={
+                                "balance": b.snapshot.data["balance"] + 1}), b.version),
+                            ops.Append(f"ledger-{name}", [entry], i),
+                        ])
+                        break
+                    except (VersionConflict, StoreUnavailable):
+                        conflicts += 1
+            print(conflicts)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_several_processes_commit_transfers_atomically(tmp_path: Path) -> None:
+    """4 OS processes x 40 transfers between 5 accounts, each transfer one commit of two
+    conditional puts and a ledger append: the total balance never changes, every transfer
+    is applied exactly once, and each account's version counts exactly its transfers."""
+    path = tmp_path / "bank.db"
+
+    async def open_accounts() -> None:
+        async with SQLiteStore(path) as store:
+            for n in range(5):
+                await store.save_state(GOV, f"a{n}", StateSnapshot(id=f"a{n}", data={"balance": 100}))
+
+    asyncio.run(open_accounts())
+    procs, count = 4, 40
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _TRANSFERS, str(path), f"p{n}", str(count), str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(procs)
+    ]
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("ready-*"))) < procs:
+        assert time.monotonic() < deadline, "writers did not start"
+        assert all(w.poll() is None for w in writers), [w.communicate() for w in writers]
+        time.sleep(0.01)
+    (tmp_path / "go").touch()
+    conflicts = 0
+    for writer in writers:
+        out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err
+        conflicts += int(out.strip())
+
+    async def check() -> None:
+        async with SQLiteStore(path) as store:
+            accounts = await store.batch_read_states(GOV, [f"a{n}" for n in range(5)])
+            assert sum(s.snapshot.data["balance"] for s in accounts.values()) == 500
+            touched = {f"a{n}": 0 for n in range(5)}
+            for p in range(procs):
+                ledger = [e async for e in store.read_events(GOV, f"ledger-p{p}")]
+                assert [e.version for e in ledger] == list(range(1, count + 1))
+                for entry in ledger:
+                    touched[entry.to_state.data["from"]] += 1
+                    touched[entry.to_state.data["to"]] += 1
+            assert {k: s.version - 1 for k, s in accounts.items()} == touched
+
+    asyncio.run(check())
+    assert conflicts > 0, "the writers never contended; the test proved nothing"
