@@ -225,13 +225,36 @@ class OperationTimeout(TaiFsmError, TimeoutError):
 
 
 class StaleRead(TaiFsmError):
-    """A read returned a version causally behind one already seen. Transient: read again."""
+    """A read returned a version causally behind one already seen (or concurrent with it:
+    missing some of its writes). Transient: read again. ``record_id``, ``read_version`` and
+    ``newer_version`` name the record and both versions when known."""
 
     transient = True
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        record_id: str | None = None,
+        read_version: int | None = None,
+        newer_version: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.record_id = record_id
+        self.read_version = read_version
+        self.newer_version = newer_version
+
 
 class ConflictResolutionFailed(TaiFsmError):
-    """Concurrent versions could not be merged by the configured resolver."""
+    """Concurrent versions could not be merged by the configured resolver. ``record_id``
+    names the record and ``conflicting`` holds the versions (``StateSnapshot``) when known."""
+
+    def __init__(
+        self, message: str, *, record_id: str | None = None, conflicting: tuple[Any, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.record_id = record_id
+        self.conflicting = conflicting
 
 
 class IntegrityError(TaiFsmError):
