@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -68,12 +69,16 @@ def make_event(n: int, previous: StateSnapshot | None, data: dict[str, Any]) -> 
     )
 
 
+def file_size(path: Path) -> int:
+    return os.path.getsize(path)
+
+
 async def measure(path: Path, base: dict[str, Any], events: int) -> tuple[float, float]:
     async with SQLiteStore(path) as store:
         await store.save_state(GOV, "warm", StateSnapshot(id="warm"))  # schema and pages exist
         conn = sqlite3.connect(path)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        size_before = path.stat().st_size
+        size_before = file_size(path)
         bytes_before = (await store.get_stats(GOV)).bytes
         previous: StateSnapshot | None = None
         data = dict(base)
@@ -90,7 +95,7 @@ async def measure(path: Path, base: dict[str, Any], events: int) -> tuple[float,
         stored = (await store.get_stats(GOV)).bytes - bytes_before
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
-    on_disk = path.stat().st_size - size_before
+    on_disk = file_size(path) - size_before
     return stored / events, on_disk / events
 
 

@@ -146,7 +146,10 @@ def run_raw(path: Path, commits: list[tuple[Event, StateSnapshot]], sync: str) -
     asyncio.run(SQLiteStore(path, synchronous=sync).close())  # same schema and file settings
     rows = [
         (
-            (GOV, STREAM, n, event.id, micros(event.timestamp), encode_event(event, STREAM, n, None)),
+            (
+                GOV, STREAM, n, event.id, micros(event.timestamp),
+                encode_event(event, STREAM, n, None),
+            ),
             (GOV, "states", STREAM, n, encode_record(state, STREAM, n, "state")),
         )
         for n, (event, state) in enumerate(commits, start=1)

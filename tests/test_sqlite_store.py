@@ -449,7 +449,8 @@ def test_several_processes_commit_transfers_atomically(tmp_path: Path) -> None:
     async def open_accounts() -> None:
         async with SQLiteStore(path) as store:
             for n in range(5):
-                await store.save_state(GOV, f"a{n}", StateSnapshot(id=f"a{n}", data={"balance": 100}))
+                account = StateSnapshot(id=f"a{n}", data={"balance": 100})
+                await store.save_state(GOV, f"a{n}", account)
 
     asyncio.run(open_accounts())
     procs, count = 4, 40

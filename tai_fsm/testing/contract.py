@@ -709,7 +709,9 @@ async def test_commit_names_the_first_failed_precondition(store: Store) -> None:
 async def test_retried_commit_is_recognised_not_applied_twice(store: Store) -> None:
     await store.save_state(GOV, "a", _snap("a", 1))
     event = _event("s", 1)
-    commit = [ops.Append("s", [event], 0, state=event.to_state), ops.Put("a", _snap("a", 2), 1)]
+    commit: list[ops.Op] = [
+        ops.Append("s", [event], 0, state=event.to_state), ops.Put("a", _snap("a", 2), 1)
+    ]
     first = await store.commit(GOV, commit)
     again = await store.commit(GOV, commit)
     assert not first.already_applied and again.already_applied
@@ -770,7 +772,7 @@ async def test_commit_rejects_malformed_operations_before_any_write(store: Store
         [ops.Put("a/b", _snap("a"))],
         [ops.Put("a", _snap("a"), kind="bad/kind")],
         [ops.Put("a", _snap("a"), expected_version=-1)],
-        [ops.Expect("a", True)],  # type: ignore[arg-type]
+        [ops.Expect("a", True)],
         [ops.Fence("l", "3")],  # type: ignore[arg-type]
         [ops.Put("a", _snap("a"), token=5)],  # type: ignore[arg-type]
         [ops.Put("ok", _snap("ok")), ops.Put("bad", _snap("bad", {"x": float("nan")}))],
