@@ -11,8 +11,8 @@ Tables follow the logical model of DESIGN.md §3, keyed the same way::
 ``kind`` is ``states`` for state records (``locks`` for lock leases, ...). ``data`` is
 the record's stored JSON (:mod:`tai_fsm.stores.recordcodec`) as a BLOB, ``ts`` the event
 timestamp in microseconds since the epoch (UTC) for ``until=`` filters. Two writers of
-the same event version collide on the primary key; the store checks versions inside ``BEGIN IMMEDIATE``
-transactions, so several processes may share one file.
+the same event version collide on the primary key; the store checks versions inside
+``BEGIN IMMEDIATE`` transactions, so several processes may share one file.
 
 The schema is created on first open. A file written by a newer tai-fsm (a higher
 ``schema_version``) is refused with ``InvalidInput``: opening it could corrupt it.
