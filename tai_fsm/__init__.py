@@ -10,6 +10,7 @@ from tai_fsm.consistency import (
     MergeResolver,
     Resolver,
 )
+from tai_fsm.coordination import Transaction, TransactionManager
 from tai_fsm.definition import (
     FieldSpec,
     Machine,
@@ -62,6 +63,7 @@ from tai_fsm.records import (
     StoreStats,
     VectorClock,
 )
+from tai_fsm.retry import RetryPolicy
 from tai_fsm.runtime.history import VerifyReport
 from tai_fsm.runtime.persister import (
     ConsistencyReport,
@@ -101,6 +103,7 @@ __all__ = [
     "PostCommitHookFailed",
     "RecoveryReport",
     "Resolver",
+    "RetryPolicy",
     "Runtime",
     "SerializationError",
     "StaleRead",
@@ -116,7 +119,9 @@ __all__ = [
     "TaiFsmError",
     "Timeout",
     "TimeoutSpec",
+    "Transaction",
     "TransactionFailed",
+    "TransactionManager",
     "Transition",
     "TransitionGroup",
     "TransitionNotAllowed",
