@@ -52,6 +52,10 @@ def _edit_row(path: Path, table: str, where: str, change: Callable[[dict[str, An
     _sql(path, f"UPDATE {table} SET data = ? WHERE {where}", seal(edited) if reseal else edited)
 
 
+def _truncate_half(path: Path) -> None:
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
 async def _read_all(path: Path, instance: str) -> list[Any]:
     async with SQLiteStore(path) as store:
         return [e async for e in store.read_events(GOV, instance)]
@@ -176,7 +180,7 @@ async def test_a_truncated_file_is_never_read_as_data(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     await _history(path, events=200)
     _sql(path, "PRAGMA wal_checkpoint(TRUNCATE)")
-    os.truncate(path, os.path.getsize(path) // 2)
+    _truncate_half(path)
     with pytest.raises(TaiFsmError) as caught:
         async with SQLiteStore(path) as store:
             for name in ("c0", "c1"):
