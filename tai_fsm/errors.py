@@ -27,6 +27,7 @@ __all__ = [
     "SerializationError",
     "StaleRead",
     "StateNotFound",
+    "StoreFailure",
     "StoreUnavailable",
     "TaiFsmError",
     "TransactionFailed",
@@ -273,6 +274,17 @@ class StoreUnavailable(TaiFsmError):
     transient = True
     backoff_base = 0.1
     backoff_cap = 10.0
+
+
+class StoreFailure(TaiFsmError):
+    """The store cannot do this, and trying again will not help: ``condition`` says why —
+    ``"missing"`` (no store at that path), ``"read_only"``, ``"disk_full"``,
+    ``"file_too_large"`` (the process's file-size limit), ``"cannot_open"``, ``"io_error"``.
+    Never retried; the message names the condition in words ("the disk is full")."""
+
+    def __init__(self, message: str, *, condition: str) -> None:
+        super().__init__(message)
+        self.condition = condition
 
 
 class SerializationError(TaiFsmError, ValueError):

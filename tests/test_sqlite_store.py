@@ -19,6 +19,7 @@ from tai_fsm.errors import (
     IntegrityError,
     InvalidInput,
     SerializationError,
+    StoreFailure,
     StoreUnavailable,
     TaiFsmError,
     VersionConflict,
@@ -377,8 +378,10 @@ async def test_a_group_that_cannot_lock_fails_every_member(tmp_path: Path) -> No
     ("error", "expected"),
     [
         (sqlite3.OperationalError("database is locked"), StoreUnavailable),
-        (sqlite3.OperationalError("disk I/O error"), StoreUnavailable),
-        (sqlite3.OperationalError("attempt to write a readonly database"), StoreUnavailable),
+        (sqlite3.OperationalError("disk I/O error"), StoreFailure),
+        (sqlite3.OperationalError("attempt to write a readonly database"), StoreFailure),
+        (sqlite3.OperationalError("database or disk is full"), StoreFailure),
+        (sqlite3.OperationalError("unable to open database file"), StoreFailure),
         (sqlite3.OperationalError("no such table: events"), IntegrityError),
         (sqlite3.DatabaseError("database disk image is malformed"), IntegrityError),
         (sqlite3.DatabaseError("file is not a database"), IntegrityError),
@@ -490,3 +493,119 @@ def test_several_processes_commit_transfers_atomically(tmp_path: Path) -> None:
 
     asyncio.run(check())
     assert conflicts > 0, "the writers never contended; the test proved nothing"
+
+
+async def test_a_full_database_is_a_permanent_failure_and_writes_nothing(tmp_path: Path) -> None:
+    """SQLITE_FULL for real (the file may not grow past max_page_count): the error names
+    the condition, is not transient, and the commit leaves nothing behind."""
+    path = tmp_path / "full.db"
+    async with SQLiteStore(path) as store:
+        await store.save_state(GOV, "small", StateSnapshot(id="small", data=1))
+    with _raw(path) as conn:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    async with SQLiteStore(path) as store:
+        await store._run(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages + 2}"))
+        big = StateSnapshot(id="big", data="x" * 200_000)
+        with pytest.raises(StoreFailure) as caught:
+            await store.save_state(GOV, "big", big)
+        assert caught.value.condition == "disk_full" and "the disk is full" in str(caught.value)
+        assert not caught.value.is_transient() and caught.value.backoff_duration(0) == 0
+        assert not await store.exists(GOV, "big")
+        assert (await store.read_state(GOV, "small")).snapshot.data == 1
+
+
+_FILE_LIMIT = textwrap.dedent(
+    """
+    import asyncio, resource, signal, sys
+    from tai_fsm.errors import StoreFailure
+    from tai_fsm.records import StateSnapshot
+    from tai_fsm.stores.sqlite import SQLiteStore
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # EFBIG instead of a killed process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
+
+    async def main() -> None:
+        async with SQLiteStore(sys.argv[1]) as store:
+            try:
+                for n in range(100):
+                    big = StateSnapshot(id=f"s{n}", data="x" * 50_000)
+                    await store.save_state("g", f"s{n}", big)
+            except StoreFailure as exc:
+                print(exc.condition, exc.is_transient())
+                return
+            print("no error")
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_the_file_size_limit_is_named_not_retried(tmp_path: Path) -> None:
+    """EFBIG for real: a child process whose file-size limit (ulimit -f) is 400 KB."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FILE_LIMIT, str(tmp_path / "limited.db")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["file_too_large", "False"], done.stdout
+
+
+async def test_read_only_commands_never_create_a_store(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "store.db"
+    with pytest.raises(StoreFailure, match="no store at") as caught:
+        SQLiteStore(missing, create=False)
+    assert caught.value.condition == "missing" and not (tmp_path / "no").exists()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(StoreFailure, match=r"no store at .*empty\.db \(an empty file\)"):
+        SQLiteStore(empty, read_only=True)
+    assert empty.stat().st_size == 0
+
+
+async def test_a_store_opens_read_only_for_reading(tmp_path: Path) -> None:
+    path = tmp_path / "ro.db"
+    async with SQLiteStore(path) as store:
+        await store.append_events(GOV, "s", [_event("s", 1), _event("s", 2)], expected_version=0)
+        await store.save_state(GOV, "s", StateSnapshot(id="s", data={"n": 2}))
+    async with SQLiteStore(path, read_only=True) as store:
+        assert [e.version async for e in store.read_events(GOV, "s")] == [1, 2]
+        assert (await store.read_state(GOV, "s")).snapshot.data == {"n": 2}
+        with pytest.raises(StoreFailure, match="read-only") as caught:
+            await store.save_state(GOV, "t", StateSnapshot(id="t"))
+        assert caught.value.condition == "read_only"
+    async with SQLiteStore(path) as store:
+        assert not await store.exists(GOV, "t")
+
+
+def test_a_store_on_a_read_only_medium_can_be_read(tmp_path: Path) -> None:
+    """A read-only bind mount (needs root, which CI and these machines run as): the WAL
+    side files cannot be created there, so the store opens the file immutable."""
+    source, mounted = tmp_path / "src", tmp_path / "ro"
+    source.mkdir()
+    mounted.mkdir()
+
+    async def write() -> None:
+        async with SQLiteStore(source / "s.db") as store:
+            await store.save_state(GOV, "s", StateSnapshot(id="s", data={"n": 1}))
+
+    async def read() -> None:
+        async with SQLiteStore(mounted / "s.db", read_only=True) as store:
+            assert (await store.read_state(GOV, "s")).snapshot.data == {"n": 1}
+            with pytest.raises(StoreFailure, match="read-only"):
+                await store.save_state(GOV, "t", StateSnapshot(id="t"))
+
+    asyncio.run(write())
+    bind = subprocess.run(["mount", "--bind", str(source), str(mounted)], capture_output=True)
+    if bind.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {bind.stderr.decode().strip()}")
+    try:
+        remount = subprocess.run(
+            ["mount", "-o", "remount,ro,bind", str(mounted)], capture_output=True, check=False
+        )
+        assert remount.returncode == 0, remount.stderr
+        asyncio.run(read())
+        with pytest.raises(StoreFailure) as caught:
+            SQLiteStore(mounted / "s.db")  # a writer cannot open it: named, not retried
+        assert caught.value.condition in ("read_only", "cannot_open")
+    finally:
+        subprocess.run(["umount", str(mounted)], check=False)
