@@ -30,7 +30,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from tai_fsm.coordination.leases import WAITS, Lease, WaitRecord
-from tai_fsm.errors import DeadlockDetected, IntegrityError, StateNotFound, VersionConflict
+from tai_fsm.errors import DeadlockDetected, IntegrityError, StateNotFound, TaiFsmError
 from tai_fsm.stores import ops
 from tai_fsm.stores.base import Store
 
@@ -133,8 +133,10 @@ class Waiter:
         )
 
     async def withdraw(self) -> None:
-        """Delete this waiter's wait record (if it wrote one). Never raises for a record
-        already gone or rewritten (the same client id waiting elsewhere)."""
+        """Delete this waiter's wait record (if it wrote one). Never raises a store error:
+        a record already gone or rewritten (the same client id waiting elsewhere) is left
+        alone, and one that could not be deleted (the store unavailable) stops counting
+        when it expires (its wait's deadline plus :data:`WAIT_GRACE`)."""
         version, self._version, self._record = self._version, None, None
         if version is None:
             return
@@ -142,5 +144,5 @@ class Waiter:
             await self.store.commit(
                 self.governor, [ops.Delete(self.client_id, version, kind=WAITS)]
             )
-        except (StateNotFound, VersionConflict):
+        except TaiFsmError:
             pass
