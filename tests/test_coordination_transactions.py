@@ -350,6 +350,14 @@ async def test_read_write_transaction_with_a_mapping_and_a_function(store: Store
     }
     with pytest.raises(InvalidInput):
         await tm.read_write_transaction(GOV, ["a"], lambda states: ["a"])  # type: ignore
+    with pytest.raises(InvalidInput):
+        await tm.read_write_transaction(GOV, "ab", {})
+
+    async def one_string(tx: Transaction) -> None:
+        await tx.batch_get_states("ab")
+
+    with pytest.raises(InvalidInput):
+        await tm.execute_transaction(GOV, one_string)
 
 
 async def test_read_write_transaction_retries_with_fresh_reads(store: Store) -> None:

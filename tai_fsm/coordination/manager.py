@@ -141,7 +141,11 @@ class TransactionManager:
         unchanged since it was read (absent ones still absent); a record both read and
         written is written at the version read; on a conflict everything is read again and
         the function called again. Records written without being read are written blind."""
-        ids = list(read_ids) if not isinstance(read_ids, str) else [read_ids]
+        if isinstance(read_ids, str | bytes):
+            raise InvalidInput(
+                "read_ids must be a list of state ids, not a single string", field="read_ids"
+            )
+        ids = list(read_ids)
 
         async def fn(tx: Transaction) -> None:
             states = await tx.batch_get_states(ids)

@@ -128,7 +128,8 @@ class Transaction:
         """Several records, read in one round trip (those not read yet); absent ids are
         left out of the result, but the transaction still depends on their absence."""
         self._live()
-        ids = list(dict.fromkeys(check_ids(list(state_ids), "state id")))
+        listed = state_ids if isinstance(state_ids, str | bytes) else list(state_ids)
+        ids = list(dict.fromkeys(check_ids(listed, "state id")))
         unread = [sid for sid in ids if self._needs_read(sid)]
         if unread:
             found = await self.store.batch_read_states(self.governor, unread)
