@@ -302,3 +302,29 @@ def test_lock_poll_backoff_is_bounded_and_never_negative(
     policy = RetryPolicy(max_attempts=2**31, base=base, cap=max(base, cap), max_elapsed=5)
     delay = policy.delay(_Busy(Lease("r")), attempt)
     assert 0.0 <= delay <= max(base, cap)
+
+
+async def test_a_cancelled_waiter_withdraws_its_wait_record(store: Store) -> None:
+    tm = TransactionManager(store, governor=GOV)
+    await tm.acquire_lock("r", "holder", ttl=60)
+    waiting = asyncio.create_task(tm.acquire_lock("r", "waiter", wait=30))
+    deadline = time.monotonic() + 10
+    while await _waits(store) != ["waiter"]:
+        assert time.monotonic() < deadline, "the waiter never recorded its wait"
+        await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert await _waits(store) == []
+
+
+async def test_an_error_in_the_block_wins_over_a_failed_release(store: Store) -> None:
+    tm = TransactionManager(store, governor=GOV)
+    with pytest.raises(KeyError) as caught:
+        async with tm.lock("r", "a", ttl=5):
+            stolen = await _lease(store, "r")
+            await store.commit(GOV, [ops.Put(
+                "r", stolen.freed(datetime.now(UTC)).snapshot(), kind=ops.LOCKS
+            )])
+            raise KeyError("inside")
+    assert any("releasing lock 'r' failed" in note for note in caught.value.__notes__)
