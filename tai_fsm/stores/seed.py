@@ -106,7 +106,8 @@ class SeedAPI:
             raise InvalidInput("update_state needs an expected_version", field="expected_version")
         if metadata is not None:
             new = _with_metadata(new, metadata)
-        return await _store(self).write_state(governor, state_id, new, expected_version=expected_version)
+        store = _store(self)
+        return await store.write_state(governor, state_id, new, expected_version=expected_version)
 
     async def exists(self, governor: str, state_id: str) -> bool:
         try:
@@ -129,7 +130,8 @@ class SeedAPI:
                 f"log_event needs an Event, got {type(event).__name__}", field="event"
             )
         stream_id = event.stream_id or event.to_state.id
-        result = await _store(self).append_events(governor, stream_id, [event], expected_version=None)
+        store = _store(self)
+        result = await store.append_events(governor, stream_id, [event], expected_version=None)
         async for stored in _store(self).read_events(
             governor, stream_id, after_version=result.version - 1, up_to_version=result.version
         ):
@@ -182,7 +184,8 @@ class SeedAPI:
                     break
         total = CleanupResult()
         for cut in cuts:
-            done = await _store(self).compact_stream(governor, cut.stream_id, up_to_version=cut.version)
+            store = _store(self)
+            done = await store.compact_stream(governor, cut.stream_id, up_to_version=cut.version)
             total = CleanupResult(
                 deleted_events=total.deleted_events + done.deleted_events,
                 deleted_snapshots=total.deleted_snapshots + done.deleted_snapshots,

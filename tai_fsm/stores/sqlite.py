@@ -34,7 +34,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from tai_fsm.errors import InvalidInput, TaiFsmError
+from tai_fsm.errors import InvalidInput, StoreFailure, TaiFsmError
 from tai_fsm.records import CleanupResult, StoreStats
 from tai_fsm.stores import sqlite_ops as ops
 from tai_fsm.stores.base import RawRecord, Store
@@ -55,7 +55,10 @@ class SQLiteStore(Store):
 
     ``path``: the database file (parent folders are created). ``synchronous``: ``"NORMAL"``,
     ``"FULL"`` (default) or ``"EXTRA"``. ``busy_timeout``: seconds a write waits for another
-    connection's write lock before ``StoreUnavailable``."""
+    connection's write lock before ``StoreUnavailable``. ``create=False``: a missing or
+    empty file is ``StoreFailure`` ("no store at PATH") and nothing is created.
+    ``read_only=True``: open an existing store for reading only (also on a read-only
+    medium); every write raises ``StoreFailure`` (condition ``read_only``)."""
 
     def __init__(
         self,
@@ -63,6 +66,8 @@ class SQLiteStore(Store):
         *,
         synchronous: str = "FULL",
         busy_timeout: float = 5.0,
+        create: bool = True,
+        read_only: bool = False,
     ) -> None:
         self.path = os.fspath(path)
         self.synchronous = check_synchronous(synchronous)
@@ -77,7 +82,11 @@ class SQLiteStore(Store):
             )
         self.busy_timeout = float(busy_timeout)
         self.url = f"sqlite:///{self.path}"
-        conn = connect(self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout)
+        self.read_only = bool(read_only)
+        conn = connect(
+            self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout,
+            create=create, read_only=self.read_only,
+        )
         self._jobs: queue.SimpleQueue[Job | Any] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(
@@ -98,6 +107,11 @@ class SQLiteStore(Store):
         (``WRITE``, possibly group-committed with other queued writes)."""
         if self._closed:
             raise TaiFsmError(f"{self!r} is closed")
+        if kind == WRITE and self.read_only:
+            raise StoreFailure(
+                f"SQLite file {self.path} was opened read-only; nothing was written",
+                condition="read_only",
+            )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._jobs.put((kind, fn, future, loop))
