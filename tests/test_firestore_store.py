@@ -412,13 +412,29 @@ async def test_a_stale_token_of_the_current_version_is_retried(fs: FirestoreStor
     await fs.save_state(GOV, "t", StateSnapshot(id="t"))
     token = (await fs.read_state(GOV, "t")).token
     assert token is not None
-    forged = str(Token(1, 1, 0))  # version 1 is right, the update time is not
+    forged = str(Token(1, 1, 0, Token.scope_of(GOV, "states", "t")))  # the time is wrong
     assert forged != token
     with RPCs(fs) as rpc:
         version = await fs.write_state(
             GOV, "t", StateSnapshot(id="t", data=2), expected_version=1, token=forged
         )
     assert version == 2 and rpc.calls["commit"] == 2  # refused, explained, retried
+
+
+async def test_a_token_of_another_record_is_not_trusted(fs: FirestoreStore) -> None:
+    # one commit gives both records the same update_time; b is then at version 3
+    await fs.save_state(GOV, "b", StateSnapshot(id="b"))
+    await fs.save_state(GOV, "b", StateSnapshot(id="b"))
+    done = await fs.commit(GOV, [
+        ops.Put("a", StateSnapshot(id="a"), 0), ops.Put("b", StateSnapshot(id="b"), 2)
+    ])
+    a_token, b_token = done[0].token, done[1].token
+    assert a_token is not None and b_token is not None and a_token != b_token
+    assert a_token.split("~")[0] == "1" + b_token.split("~")[0][1:]  # same update time
+    with pytest.raises(VersionConflict) as caught:  # a's token cannot vouch for b
+        await fs.write_state(GOV, "b", StateSnapshot(id="b"), expected_version=1, token=a_token)
+    assert (caught.value.expected, caught.value.actual) == (1, 3)
+    assert (await fs.read_state(GOV, "b")).version == 3
 
 
 async def test_unconditional_writes_race_and_all_land(fs: FirestoreStore) -> None:
@@ -734,8 +750,9 @@ def test_error_table(google_error: Exception, ours: type[Exception], transient: 
 def test_token_parsing_rejects_foreign_tokens() -> None:
     assert Token.parse(None) is None and Token.parse("") is None
     assert Token.parse("garbage") is None and Token.parse("1@x.y") is None
-    token = Token(3, 1_700_000_000, 123_456_789)
+    token = Token(3, 1_700_000_000, 123_456_789, Token.scope_of("g", "states", "s"))
     assert Token.parse(str(token)) == token
+    assert Token.parse("3@1700000000.123456789") is None  # no key check: not trusted
     assert token.update_time.timestamp_pb().seconds == 1_700_000_000
     assert datetime.fromtimestamp(1_700_000_000, UTC) <= token.update_time
 

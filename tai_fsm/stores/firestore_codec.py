@@ -30,12 +30,14 @@ size in bytes in ``size`` (statistics sum it) and ``version``; events add ``stre
 ``event_id`` and ``ts`` (the event's timestamp in epoch microseconds, filtered on without
 decoding), snapshots ``stream_id``.
 
-The concurrency token handed to callers is ``"{version}@{seconds}.{nanos:09d}"``: the record's
-version and its document's ``update_time`` at full precision.
+The concurrency token handed to callers is ``"{version}@{seconds}.{nanos:09d}~{crc:08x}"``: the
+record's version, its document's ``update_time`` at full precision and a CRC-32 of the
+record's key (:class:`Token`).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,14 +182,24 @@ def snapshot_fields(stream_id: str, version: int, raw: bytes) -> dict[str, Any]:
 # ---------------------------------------------------------------------- tokens
 @dataclass(frozen=True, slots=True)
 class Token:
-    """A record's version and its document's ``update_time`` (nanosecond precision)."""
+    """A record's version, its document's ``update_time`` (nanosecond precision) and a
+    CRC-32 of the record's key (governor, kind, id). The key check matters because every
+    document one commit writes gets the same ``update_time``: without it, a caller handing
+    one record's token in for another written by the same commit would pass that record's
+    precondition."""
 
     version: int
     seconds: int
     nanos: int
+    scope: int
+
+    @staticmethod
+    def scope_of(governor: str, kind: str, record_id: str) -> int:
+        """The key check of record ``record_id`` of ``kind`` in ``governor``."""
+        return zlib.crc32(f"{governor}\x00{kind}\x00{record_id}".encode())
 
     @classmethod
-    def of(cls, version: int, update_time: Any) -> Token:
+    def of(cls, version: int, update_time: Any, scope: int) -> Token:
         """From a document's or write result's ``update_time``."""
         if isinstance(update_time, DatetimeWithNanoseconds):
             pb = update_time.timestamp_pb()
@@ -195,24 +207,25 @@ class Token:
             pb = update_time
         else:
             raise SerializationError(f"unexpected Firestore update_time {update_time!r}")
-        return cls(version, pb.seconds, pb.nanos)
+        return cls(version, pb.seconds, pb.nanos, scope)
 
     @classmethod
     def parse(cls, token: str | None) -> Token | None:
         """The token encoded in ``token``; None when absent or not one of ours."""
         if not token:
             return None
-        version, at, stamp = token.partition("@")
+        version, at, rest = token.partition("@")
+        stamp, tilde, scope = rest.partition("~")
         seconds, dot, nanos = stamp.partition(".")
-        if not (at and dot and version.isdigit() and nanos.isdigit()):
+        if not (at and dot and tilde and version.isdigit() and nanos.isdigit()):
             return None
         try:
-            return cls(int(version), int(seconds), int(nanos))
+            return cls(int(version), int(seconds), int(nanos), int(scope, 16))
         except ValueError:
             return None
 
     def __str__(self) -> str:
-        return f"{self.version}@{self.seconds}.{self.nanos:09d}"
+        return f"{self.version}@{self.seconds}.{self.nanos:09d}~{self.scope:08x}"
 
     @property
     def update_time(self) -> DatetimeWithNanoseconds:

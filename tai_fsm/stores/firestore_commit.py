@@ -27,9 +27,10 @@ Fence                        an unchanged write of the lease (``update_time`` of
                              as read just before, after checking its fencing token)
 ===========================  ==============================================================
 
-A token (``Token``: version + ``update_time``) is used when its version is the expected
-one; otherwise (and for unconditional puts, fences, appends at the head) the documents are
-read first, all in one ``BatchGetDocuments``. An unchanged write keeps the document's
+A token (``Token``: version + ``update_time`` + the record's key check) is used when it is
+the record's and its version is the expected one; otherwise (and for unconditional puts,
+fences, appends at the head) the documents are read first, all in one
+``BatchGetDocuments``. An unchanged write keeps the document's
 ``update_time`` (so it invalidates nobody's token): :func:`firestore_codec.unchanged_write`.
 
 When the commit fails a precondition, :meth:`_Attempt.explain` reads what the
@@ -59,7 +60,7 @@ from tai_fsm.stores.firestore_codec import (
     unchanged_write,
 )
 from tai_fsm.stores.firestore_errors import CONFLICT_ERRORS
-from tai_fsm.stores.firestore_io import RACES, Doc, Documents, raw_of
+from tai_fsm.stores.firestore_io import RACES, Doc, Documents, int_field, raw_of
 from tai_fsm.stores.ops import LOCKS, STATES, CommitResult, OpResult
 from tai_fsm.stores.planning import (
     Current,
@@ -146,6 +147,9 @@ class _Attempt:
     def _path(self, key: _Key) -> str:
         return self.docs.record_path(self.governor, key[0], key[1])
 
+    def _scope(self, key: _Key) -> int:
+        return Token.scope_of(self.governor, key[0], key[1])
+
     # ------------------------------------------------------------------ deciding
     def _expect(self, key: _Key, version: int, token: str | None) -> None:
         """The record ``key`` must be at ``version``: a token vouches for it, or it is
@@ -154,7 +158,7 @@ class _Attempt:
         if version == 0:
             self.current.versions[key] = 0
             self.when[key] = False
-        elif parsed is not None and parsed.version == version:
+        elif parsed is not None and (parsed.version, parsed.scope) == (version, self._scope(key)):
             self.current.versions[key] = version
             self.when[key] = parsed
         else:
@@ -212,9 +216,11 @@ class _Attempt:
             doc = found.get(path)
             if key[0] == LOCKS and key[1] in self.fenced:
                 self.current.fences[key[1]] = None if doc is None else fencing_token_of(raw_of(doc))
-            version = 0 if doc is None else self.docs.raw_record(doc).version
+            version = 0 if doc is None else int_field(doc, "version")
             self.current.versions[key] = version
-            self.when[key] = False if doc is None else Token.of(version, doc.update_time)
+            self.when[key] = (
+                False if doc is None else Token.of(version, doc.update_time, self._scope(key))
+            )
 
     # ------------------------------------------------------------------ writing
     def _writes(self, decided: Plan) -> tuple[list[Any], dict[_Key, int]]:
@@ -283,10 +289,10 @@ class _Attempt:
             elif isinstance(item, PreparedPut | PreparedExpect):
                 key = _record_key(item)
             at = position.get(key) if key is not None else None
-            if at is None or result.already_applied or result.version == 0:
+            if key is None or at is None or result.already_applied or result.version == 0:
                 results.append(result)
                 continue
-            token = str(Token.of(result.version, times[at]))
+            token = str(Token.of(result.version, times[at], self._scope(key)))
             results.append(OpResult(result.version, token, result.already_applied))
         return CommitResult(results, decided.result.already_applied)
 
@@ -317,9 +323,10 @@ class _Attempt:
         for item in appends:
             doc = records.get((STATES, item.stream_id))
             if doc is not None and item.expected is not None:
-                version = docs.raw_record(doc).version
+                version = int_field(doc, "version")
                 if version == item.expected + len(item.events):
-                    tokens[item.stream_id] = str(Token.of(version, doc.update_time))
+                    scope = self._scope((STATES, item.stream_id))
+                    tokens[item.stream_id] = str(Token.of(version, doc.update_time, scope))
         landed = recognise(
             self.prepared,
             {stream: ids for (stream, _, _), ids in zip(ranges, stored_ids, strict=True)},
@@ -332,7 +339,7 @@ class _Attempt:
             now.heads[item.stream_id] = head
         for key in keys:
             doc = records.get(key)
-            now.versions[key] = 0 if doc is None else docs.raw_record(doc).version
+            now.versions[key] = 0 if doc is None else int_field(doc, "version")
             if key[0] == LOCKS and key[1] in self.fenced:
                 now.fences[key[1]] = None if doc is None else fencing_token_of(raw_of(doc))
         plan(gov, self.prepared, now)  # raises the first precondition that fails

@@ -215,10 +215,11 @@ class Documents:
 
     # ------------------------------------------------------------------ records
     @staticmethod
-    def raw_record(doc: Doc) -> RawRecord:
-        """A record document as the base class wants it: version, JSON, token."""
+    def raw_record(doc: Doc, scope: int) -> RawRecord:
+        """A record document as the base class wants it: version, JSON, token (``scope``:
+        :meth:`Token.scope_of` the record)."""
         version = int_field(doc, "version")
-        return RawRecord(version, raw_of(doc), str(Token.of(version, doc.update_time)))
+        return RawRecord(version, raw_of(doc), str(Token.of(version, doc.update_time, scope)))
 
     async def read_records(
         self, governor: str, kind: str, record_ids: list[str]
@@ -226,7 +227,10 @@ class Documents:
         """Records of ``kind`` among ``record_ids`` (one BatchGetDocuments)."""
         paths = {self.record_path(governor, kind, rid): rid for rid in record_ids}
         found = await self.get_all(list(paths), f"read of {kind} records")
-        return {paths[path]: self.raw_record(doc) for path, doc in found.items()}
+        return {
+            paths[path]: self.raw_record(doc, Token.scope_of(governor, kind, paths[path]))
+            for path, doc in found.items()
+        }
 
     # ------------------------------------------------------------------ stream heads
     async def count(self, governor: str, stream_id: str) -> int:
