@@ -116,6 +116,8 @@ async def _compact_events(
         await docs.commit(writes, what)
         deleted += len(doomed)
         recovered += sum(int_field(doc, "size") for doc in doomed)
+        if len(found) < page:  # the whole range was in this page
+            return deleted, recovered
         start = event_key(stream_id, boundary)
 
 
