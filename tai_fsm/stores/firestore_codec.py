@@ -41,8 +41,6 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from google.cloud.firestore_v1.types import common as _common
-from google.cloud.firestore_v1.types import document as _document
 from google.cloud.firestore_v1.types import write as _write
 from google.protobuf.timestamp_pb2 import Timestamp
 from proto.datetime_helpers import DatetimeWithNanoseconds
@@ -236,48 +234,51 @@ class Token:
 
 
 # ---------------------------------------------------------------------- write protobufs
-# Writes are built as plain protobuf messages (not the client's proto-plus wrappers, which
-# cost ~0.35 ms of CPU per document) and committed through ``AsyncWriteBatch``.
+# Writes are plain protobuf messages filled in place (3x cheaper than building nested
+# messages from keyword arguments, and far cheaper than the client's proto-plus wrappers),
+# committed through ``AsyncWriteBatch``.
 _WritePb: Any = _write.Write.pb()
-_DocumentPb: Any = _document.Document.pb()
-_ValuePb: Any = _document.Value.pb()
-_PreconditionPb: Any = _common.Precondition.pb()
-_MaskPb: Any = _common.DocumentMask.pb()
 
 #: A write precondition: must (not) exist (bool), unchanged since a token (Token), none.
 When = bool | Token | None
 
 
-def _document_pb(path: str, fields: dict[str, Any]) -> Any:
-    values = {}
-    for name, value in fields.items():
-        if isinstance(value, str):
-            values[name] = _ValuePb(string_value=value)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            values[name] = _ValuePb(integer_value=value)
-        else:  # pragma: no cover - the layout only writes str and int fields
-            raise TypeError(f"unsupported field {name}={value!r}")
-    return _DocumentPb(name=path, fields=values)
+def _write_pb(path: str, fields: dict[str, Any] | None, when: When) -> Any:
+    write = _WritePb()
+    document = write.update
+    document.name = path
+    if fields:
+        values = document.fields
+        for name, value in fields.items():
+            if isinstance(value, str):
+                values[name].string_value = value
+            elif isinstance(value, int) and not isinstance(value, bool):
+                values[name].integer_value = value
+            else:  # pragma: no cover - the layout only writes str and int fields
+                raise TypeError(f"unsupported field {name}={value!r}")
+    _precondition(write, when)
+    return write
 
 
-def _precondition(when: When) -> Any:
-    if when is None:
-        return None
+def _precondition(write: Any, when: When) -> None:
     if isinstance(when, Token):
-        return _PreconditionPb(update_time=Timestamp(seconds=when.seconds, nanos=when.nanos))
-    return _PreconditionPb(exists=when)
+        stamp = write.current_document.update_time
+        stamp.seconds = when.seconds
+        stamp.nanos = when.nanos
+    elif when is not None:
+        write.current_document.exists = when
 
 
 def create_write(path: str, fields: dict[str, Any]) -> Any:
     """Create the document at ``path``; fails (ALREADY_EXISTS) if it exists."""
-    return _WritePb(update=_document_pb(path, fields), current_document=_precondition(False))
+    return _write_pb(path, fields, False)
 
 
 def set_write(path: str, fields: dict[str, Any], when: When = None) -> Any:
     """Replace the whole document at ``path`` (creating it when absent) — with ``when``
     only if it holds: a Token = its ``update_time`` is still the token's
     (FAILED_PRECONDITION otherwise), True = it exists, False = it does not."""
-    return _WritePb(update=_document_pb(path, fields), current_document=_precondition(when))
+    return _write_pb(path, fields, when)
 
 
 def unchanged_write(path: str, when: bool | Token) -> Any:
@@ -286,14 +287,15 @@ def unchanged_write(path: str, when: bool | Token) -> Any:
     commit. A write that does not change a document keeps its ``update_time``
     (Firestore's ``WriteResult``; checked on the emulator by the tests), so it invalidates
     no other writer's token."""
-    return _WritePb(
-        update=_DocumentPb(name=path),
-        update_mask=_MaskPb(field_paths=[_NO_FIELD]),
-        current_document=_precondition(when),
-    )
+    write = _write_pb(path, None, when)
+    write.update_mask.field_paths.append(_NO_FIELD)
+    return write
 
 
 def delete_write(path: str, when: When = None) -> Any:
     """Delete the document at ``path`` under ``when`` (see :func:`set_write`); with
     ``when=False`` it is a no-op that asserts the document absent."""
-    return _WritePb(delete=path, current_document=_precondition(when))
+    write = _WritePb()
+    write.delete = path
+    _precondition(write, when)
+    return write
