@@ -19,14 +19,16 @@ are key-range scans, filters on ``ts`` are applied to projected pages in the cli
 RPCs per call (round trips in brackets when they differ; docs/firestore.md has the table):
 
 * ``commit`` / ``append_events`` at an expected version with current tokens — 1 commit;
-  each record without a usable token, each fence and each unconditional put adds one
-  document to ONE ``BatchGetDocuments`` before it (+1); appends at the head add 3 parallel
-  queries per stream [+1]; a refused commit is explained by ~4 reads in 2 round trips;
-* ``read_state`` / ``batch_read_states`` 1; ``delete_state`` 1 without a version, 1 with a
+  the documents no token vouches for (records without a usable token, fenced leases,
+  unconditional puts) are read first in ONE ``BatchGetDocuments`` (+1); appends at the head
+  add 3 parallel queries per stream [+1]; a refused commit is explained by ~5 reads in 2
+  round trips;
+* ``read_state`` / ``batch_read_states`` 1; ``delete_state`` 1 without a version or with a
   current token, else 2;
-* ``read_events`` 1 query per ``batch_size`` events (+1 when it starts mid-stream: the
-  rows a delta needs); ``stream_version`` 3 [2]; ``load_snapshot`` 1; ``save_snapshot`` 1
-  (2-3 with ``keep``); ``get_stats`` 1 + 2 per collection + 2 [2] per governor.
+* ``read_events`` 1 query per ``batch_size`` events (from mid-stream it starts at the last
+  full event before, up to 31 rows earlier); ``stream_version`` 3 [2]; ``load_snapshot`` 1;
+  ``save_snapshot`` 1 (2-3 with ``keep``); ``get_stats`` per governor 1 ListCollectionIds +
+  one aggregation per collection + 2 queries [2].
 """
 
 from __future__ import annotations
