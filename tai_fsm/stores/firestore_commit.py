@@ -97,7 +97,7 @@ def writes_needed(prepared: list[Prepared]) -> int:
     and fence, plus each append's head check."""
     total = 0
     for item in prepared:
-        total += item.writes + 1 if isinstance(item, PreparedAppend) else 1
+        total += (item.writes + 1) if isinstance(item, PreparedAppend) else 1
     return total
 
 
