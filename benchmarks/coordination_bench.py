@@ -58,11 +58,12 @@ START, END = "<!-- coordination-bench:start -->", "<!-- coordination-bench:end -
 POLICY = RetryPolicy(max_attempts=1000, cap=0.05)
 NOTES = """\
 Reading the figures: a transaction costs what its store calls cost — one batched read and
-one commit — plus the transaction object and the retry helper: measured interleaved with the
-raw path on the memory store (chunks of 200, this loaded machine) that is about 90 µs per
-transaction (raw: 360 to 540 µs); on SQLite and Firestore it is lost in the I/O, and *1
-task, sequential* and *raw commit* agree within the noise. On the memory store the time goes
-to encoding, sealing and decoding the records (checks and JSON on every read and write); on
+one commit — plus the transaction object and the retry helper: about 25 µs per transaction
+(two reads, two writes) measured against a store stub that answers at once, and 30 to 90 µs
+when interleaved with the raw path on the memory store (raw: 200 to 540 µs per transfer on
+this loaded machine); on SQLite and Firestore it is lost in the I/O, and *1 task,
+sequential* and *raw commit* agree within the noise. On the memory store the time goes to
+encoding, sealing and decoding the records (checks and JSON on every read and write); on
 SQLite to the commit's fsync (`synchronous=FULL`) and the hop to the store's worker thread.
 *8 tasks, disjoint* is faster than one task on SQLite because commits queued while the
 worker is busy share one transaction and fsync (group commit). On *2 hot accounts* every
