@@ -29,6 +29,7 @@ from tai_fsm.errors import (
     ConflictResolutionFailed,
     DeadlockDetected,
     DefinitionError,
+    InstanceExists,
     IntegrityError,
     InvalidInput,
     LockNotHeld,
@@ -60,7 +61,7 @@ from tai_fsm.runtime.persister import (
     PersistenceConfig,
     StateMachinePersister,
 )
-from tai_fsm.runtime.runtime import InstanceExists, RecoveryReport, Runtime
+from tai_fsm.runtime.runtime import RecoveryReport, Runtime
 from tai_fsm.stores.base import Store
 from tai_fsm.stores.url import open_store
 
