@@ -54,6 +54,7 @@ __all__ = [
     "json_object",
     "machine_name",
     "name",
+    "native",
     "text",
     "trigger_args",
     "version",
@@ -161,8 +162,16 @@ def json_object(value: object, what: str) -> tuple[bytes, dict[str, Any]]:
                 value=value,
             )
         value = dict(value)
-    raw, copy = json_native(value, what=what, error=InvalidInput)
-    return raw, copy
+    return native(value, what)
+
+
+def native(value: object, what: str) -> tuple[bytes, Any]:
+    """:func:`tai_fsm.codec.json_native` raising ``InvalidInput`` with ``field=what``."""
+    try:
+        return json_native(value, what=what, error=InvalidInput)
+    except InvalidInput as exc:
+        exc.field = exc.field or what
+        raise
 
 
 def version(value: object, what: str = "version") -> int:
@@ -251,4 +260,8 @@ def create_data(machine_cls: type[Machine], value: object) -> Any:
                 value=value,
             )
         data = apply_field_defaults(machine_cls.spec, dict(data))
-    return encode_data(machine_cls, data, error=InvalidInput)[1]
+    try:
+        return encode_data(machine_cls, data, error=InvalidInput)[1]
+    except InvalidInput as exc:
+        exc.field = exc.field or "data"
+        raise

@@ -31,7 +31,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tai_fsm.codec import json_native
 from tai_fsm.errors import InvalidInput, StateNotFound, TaiFsmError, VersionConflict, shown
 from tai_fsm.ids import validate_id
 from tai_fsm.records import ChangeMetadata, Event, StateSnapshot, StoredState, utc_now
@@ -94,9 +93,9 @@ def _metadata_doc(metadata: ChangeMetadata, what: str) -> dict[str, Any]:
 def _snapshot_doc(snapshot: StateSnapshot, what: str) -> dict[str, Any]:
     """``snapshot`` as a ``model_dump()`` document with checked, detached free-form parts."""
     document = snapshot.model_dump()
-    document["data"] = json_native(snapshot.data, what=f"{what}.data", error=InvalidInput)[1]
+    document["data"] = arguments.native(snapshot.data, f"{what}.data")[1]
     document["metadata"] = _metadata_doc(snapshot.metadata, f"{what}.metadata")
-    json_native(document["causality"], what=f"{what}.causality", error=InvalidInput)
+    arguments.native(document["causality"], f"{what}.causality")
     return document
 
 
