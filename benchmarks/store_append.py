@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 
 from tai_fsm.records import ChangeMetadata, Event, StateSnapshot
-from tai_fsm.stores.common import encode_event, encode_snapshot, micros
+from tai_fsm.stores.common import micros
+from tai_fsm.stores.recordcodec import encode_event, encode_record
 from tai_fsm.stores.sqlite import SQLiteStore
 
 GOV, STREAM = "bench", "order-1"
@@ -94,9 +95,9 @@ def pre_encoded(commits: list[tuple[Event, StateSnapshot]]) -> list[tuple[Event,
     out = []
     for n, (event, state) in enumerate(commits, start=1):
         event = event.model_copy(update={"stream_id": STREAM, "version": n})
-        event._tai_json = encode_event(event, STREAM, n)
+        event._tai_json = encode_event(event, STREAM, n, None)
         state = state.model_copy()
-        state._tai_json = encode_snapshot(state, n, "state")
+        state._tai_json = encode_record(state, STREAM, n, "state")
         out.append((event, state))
     return out
 
@@ -145,8 +146,11 @@ def run_raw(path: Path, commits: list[tuple[Event, StateSnapshot]], sync: str) -
     asyncio.run(SQLiteStore(path, synchronous=sync).close())  # same schema and file settings
     rows = [
         (
-            (GOV, STREAM, n, event.id, micros(event.timestamp), encode_event(event, STREAM, n)),
-            (GOV, STREAM, n, encode_snapshot(state, n, "state")),
+            (
+                GOV, STREAM, n, event.id, micros(event.timestamp),
+                encode_event(event, STREAM, n, None),
+            ),
+            (GOV, "states", STREAM, n, encode_record(state, STREAM, n, "state")),
         )
         for n, (event, state) in enumerate(commits, start=1)
     ]
@@ -158,8 +162,9 @@ def run_raw(path: Path, commits: list[tuple[Event, StateSnapshot]], sync: str) -
         "VALUES (?, ?, ?, ?, ?, ?)"
     )
     upsert = (
-        "INSERT INTO states (governor, id, version, data) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (governor, id) DO UPDATE SET version = excluded.version, data = excluded.data"
+        "INSERT INTO records (governor, kind, id, version, data) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (governor, kind, id) DO UPDATE SET version = excluded.version, "
+        "data = excluded.data"
     )
     started = time.perf_counter()
     for event_row, state_row in rows:

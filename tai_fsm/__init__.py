@@ -3,6 +3,13 @@
 The public API is re-exported here; everything else may move between releases.
 """
 
+from tai_fsm.consistency import (
+    CausalityAwareResolver,
+    EventualConsistency,
+    LastWriteWinsResolver,
+    MergeResolver,
+    Resolver,
+)
 from tai_fsm.definition import (
     FieldSpec,
     Machine,
@@ -48,6 +55,7 @@ from tai_fsm.records import (
     AppendResult,
     ChangeMetadata,
     CleanupResult,
+    ClockOrder,
     DistributedLock,
     Event,
     StateSnapshot,
@@ -69,25 +77,31 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AppendResult",
+    "CausalityAwareResolver",
     "ChangeMetadata",
     "CleanupResult",
+    "ClockOrder",
     "ConflictResolutionFailed",
     "ConsistencyReport",
     "DeadlockDetected",
     "DefinitionError",
     "DistributedLock",
     "Event",
+    "EventualConsistency",
     "FieldSpec",
     "InstanceExists",
     "IntegrityError",
     "InvalidInput",
+    "LastWriteWinsResolver",
     "LockNotHeld",
     "Machine",
     "MachineSpec",
+    "MergeResolver",
     "OperationTimeout",
     "PersistenceConfig",
     "PostCommitHookFailed",
     "RecoveryReport",
+    "Resolver",
     "Runtime",
     "SerializationError",
     "StaleRead",

@@ -28,6 +28,7 @@ __all__ = [
     "SerializationError",
     "StaleRead",
     "StateNotFound",
+    "StoreFailure",
     "StoreUnavailable",
     "TaiFsmError",
     "TransactionFailed",
@@ -244,13 +245,36 @@ class OperationTimeout(TaiFsmError, TimeoutError):
 
 
 class StaleRead(TaiFsmError):
-    """A read returned a version causally behind one already seen. Transient: read again."""
+    """A read returned a version causally behind one already seen (or concurrent with it:
+    missing some of its writes). Transient: read again. ``record_id``, ``read_version`` and
+    ``newer_version`` name the record and both versions when known."""
 
     transient = True
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        record_id: str | None = None,
+        read_version: int | None = None,
+        newer_version: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.record_id = record_id
+        self.read_version = read_version
+        self.newer_version = newer_version
+
 
 class ConflictResolutionFailed(TaiFsmError):
-    """Concurrent versions could not be merged by the configured resolver."""
+    """Concurrent versions could not be merged by the configured resolver. ``record_id``
+    names the record and ``conflicting`` holds the versions (``StateSnapshot``) when known."""
+
+    def __init__(
+        self, message: str, *, record_id: str | None = None, conflicting: tuple[Any, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.record_id = record_id
+        self.conflicting = conflicting
 
 
 class IntegrityError(TaiFsmError):
@@ -269,6 +293,17 @@ class StoreUnavailable(TaiFsmError):
     transient = True
     backoff_base = 0.1
     backoff_cap = 10.0
+
+
+class StoreFailure(TaiFsmError):
+    """The store cannot do this, and trying again will not help: ``condition`` says why —
+    ``"missing"`` (no store at that path), ``"read_only"``, ``"disk_full"``,
+    ``"file_too_large"`` (the process's file-size limit), ``"cannot_open"``, ``"io_error"``.
+    Never retried; the message names the condition in words ("the disk is full")."""
+
+    def __init__(self, message: str, *, condition: str) -> None:
+        super().__init__(message)
+        self.condition = condition
 
 
 class SerializationError(TaiFsmError, ValueError):

@@ -11,9 +11,18 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from tai_fsm.errors import InvalidInput
+from tai_fsm.errors import InvalidInput, shown
+from tai_fsm.ids import validate_id
 
 __all__ = [
     "AppendResult",
@@ -99,7 +108,7 @@ class _EncodedRecord(_Record):
 
 
 class ClockOrder(StrEnum):
-    """How two vector clocks relate."""
+    """How one vector clock relates to another (``a.compare(b)`` reads "a is ... b")."""
 
     BEFORE = "before"
     AFTER = "after"
@@ -107,54 +116,241 @@ class ClockOrder(StrEnum):
     CONCURRENT = "concurrent"
 
 
+#: The largest vector clock counter: counters are stored as signed 64-bit integers
+#: (SQLite INTEGER, Firestore integerValue).
+MAX_CLOCK_COUNTER = 2**63 - 1
+
+
+def _checked_node(node: object) -> str:
+    """``node`` if it is a valid vector clock node id (the project's id rule), else
+    ``InvalidInput`` naming the problem."""
+    return validate_id(node, "vector clock node id")
+
+
+def _checked_counter(node: str, count: object) -> int:
+    if type(count) is not int:  # bool, float, str, ... are refused, not coerced
+        raise InvalidInput(
+            f"vector clock counter for node {node!r} must be an int, "
+            f"got {type(count).__name__} {shown(count)}",
+            field=f"clocks[{node!r}]",
+            value=count,
+        )
+    if count < 0:
+        raise InvalidInput(
+            f"vector clock counter for node {node!r} must not be negative (got {count})",
+            field=f"clocks[{node!r}]",
+            value=count,
+        )
+    if count > MAX_CLOCK_COUNTER:
+        raise InvalidInput(
+            f"vector clock counter for node {node!r} does not fit in 64 bits "
+            f"(got {shown(count)}; the limit is 2**63 - 1)",
+            field=f"clocks[{node!r}]",
+            value=count,
+        )
+    return count
+
+
+def _checked_clocks(value: object) -> dict[str, int]:
+    if not isinstance(value, Mapping):
+        raise InvalidInput(
+            "vector clock 'clocks' must be a mapping of node id -> counter, "
+            f"got {type(value).__name__} {shown(value)}",
+            field="clocks",
+            value=value,
+        )
+    checked: dict[str, int] = {}
+    for node, count in value.items():
+        checked_node = _checked_node(node)
+        if _checked_counter(checked_node, count):
+            checked[checked_node] = count
+    return checked
+
+
+def _clock_input_error(exc: ValidationError) -> InvalidInput:
+    """The ``InvalidInput`` behind a pydantic error raised while building a VectorClock."""
+    first = exc.errors()[0]
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, InvalidInput):
+        return cause
+    where = ".".join(str(part) for part in first["loc"])
+    if not where and first["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        value = first.get("input")
+        return InvalidInput(
+            "a VectorClock is built from a mapping like {'clocks': {'node-1': 3}}, "
+            f"got {type(value).__name__} {shown(value)}",
+            field="clocks",
+            value=value,
+        )
+    if first["type"] == "extra_forbidden":
+        return InvalidInput(
+            f"VectorClock has no field {where!r}; its one field is 'clocks' "
+            "(a mapping of node id -> counter)",
+            field=where,
+            value=first.get("input"),
+        )
+    return InvalidInput(
+        f"invalid VectorClock{' ' + where if where else ''}: {first['msg']}",
+        field=where or None,
+        value=first.get("input"),
+    )
+
+
 class VectorClock(_Record):
-    """An immutable vector clock: node id -> counter. Missing nodes count as 0."""
+    """An immutable vector clock: node id -> counter. Missing nodes count as 0.
+
+    Node ids follow the project's id rule (non-empty, at most 512 UTF-8 bytes, no ``/``,
+    no control characters); counters are ``int`` from 0 to 2**63 - 1 (a ``bool``, a float
+    or a numeric string is refused, not coerced). Zero counters are dropped, so two clocks
+    are ``==`` exactly when ``compare`` says EQUAL. Bad input raises ``InvalidInput``
+    naming what was wrong (nested inside another record, pydantic's ``ValidationError``
+    carries the same message).
+
+    ``a.compare(b)`` and ``merge`` cost O(len(a) + len(b)) and allocate no sets.
+    ``a < b`` is ``a.happened_before(b)``; ``a <= b`` is "b has seen everything a has"
+    (BEFORE or EQUAL) — a partial order, like sets: two concurrent clocks are neither
+    ``<=`` nor ``>=`` each other. The clock serialises as ``{"clocks": {node: count}}``.
+    """
 
     clocks: dict[str, int] = Field(default_factory=dict)
 
-    @field_validator("clocks")
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _clock_input_error(exc) from None
+
     @classmethod
-    def _non_negative(cls, value: dict[str, int]) -> dict[str, int]:
-        for node, count in value.items():
-            if count < 0:
-                raise ValueError(f"vector clock counter for {node!r} is negative ({count})")
-        return {node: count for node, count in value.items() if count > 0}
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        """Pydantic's ``model_validate``; bad input raises ``InvalidInput``."""
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            raise _clock_input_error(exc) from None
+
+    @classmethod
+    def model_validate_json(cls, json_data: Any, *args: Any, **kwargs: Any) -> Self:
+        """Pydantic's ``model_validate_json``; bad input raises ``InvalidInput``."""
+        try:
+            return super().model_validate_json(json_data, *args, **kwargs)
+        except ValidationError as exc:
+            raise _clock_input_error(exc) from None
+
+    @field_validator("clocks", mode="plain")
+    @classmethod
+    def _valid_clocks(cls, value: object) -> dict[str, int]:
+        return _checked_clocks(value)
+
+    @classmethod
+    def _trusted(cls, clocks: dict[str, int]) -> VectorClock:
+        # every key and counter already checked (taken from valid clocks): skip validation
+        return construct_trusted(cls, {"clocks": clocks})
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self.clocks.items()))
 
     def get(self, node: str) -> int:
+        """``node``'s counter (0 when the clock has not seen it)."""
         return self.clocks.get(node, 0)
 
     def increment(self, node: str) -> VectorClock:
-        """A new clock with ``node``'s counter one higher."""
+        """A new clock with ``node``'s counter one higher (``InvalidInput`` for a bad node
+        id, or when the counter would pass 2**63 - 1)."""
+        count = self.clocks.get(node) if isinstance(node, str) else None
+        if count is None:
+            count = 0
+            _checked_node(node)
+        if count >= MAX_CLOCK_COUNTER:
+            raise InvalidInput(
+                f"vector clock counter for node {node!r} is at the 64-bit limit; "
+                "it cannot be incremented",
+                field=f"clocks[{node!r}]",
+                value=count,
+            )
         updated = dict(self.clocks)
-        updated[node] = updated.get(node, 0) + 1
-        return VectorClock(clocks=updated)
+        updated[node] = count + 1
+        return self._trusted(updated)
 
     def merge(self, other: VectorClock) -> VectorClock:
-        """A new clock with the element-wise maximum of both."""
-        merged = dict(self.clocks)
-        for node, count in other.clocks.items():
-            if count > merged.get(node, 0):
+        """A new clock with the element-wise maximum of both (the least clock that has
+        seen everything either has). Commutative, associative, idempotent."""
+        theirs = _other_clock(other, "merge").clocks
+        mine = self.clocks
+        merged: dict[str, int] | None = None
+        for node, count in theirs.items():
+            if count > mine.get(node, 0):
+                if merged is None:
+                    merged = dict(mine)
                 merged[node] = count
-        return VectorClock(clocks=merged)
+        return self if merged is None else self._trusted(merged)
 
     def compare(self, other: VectorClock) -> ClockOrder:
-        """BEFORE if self happened before other, AFTER if after, EQUAL, or CONCURRENT."""
-        nodes = set(self.clocks) | set(other.clocks)
-        less = any(self.get(n) < other.get(n) for n in nodes)
-        greater = any(self.get(n) > other.get(n) for n in nodes)
-        if less and greater:
-            return ClockOrder.CONCURRENT
+        """BEFORE if self happened before ``other``, AFTER if after, EQUAL, or CONCURRENT
+        (each has seen something the other has not)."""
+        mine, theirs = self.clocks, _other_clock(other, "compare").clocks
+        less = greater = False
+        shared = 0
+        for node, count in mine.items():
+            other_count = theirs.get(node, 0)
+            if other_count:
+                shared += 1
+            if count > other_count:
+                greater = True
+            elif count < other_count:
+                less = True
+            else:
+                continue
+            if less and greater:
+                return ClockOrder.CONCURRENT
+        if not less and shared < len(theirs):
+            # ``other`` has a node ``self`` lacks (counters are positive)
+            less = any(count and node not in mine for node, count in theirs.items())
         if less:
-            return ClockOrder.BEFORE
-        if greater:
-            return ClockOrder.AFTER
-        return ClockOrder.EQUAL
+            return ClockOrder.CONCURRENT if greater else ClockOrder.BEFORE
+        return ClockOrder.AFTER if greater else ClockOrder.EQUAL
 
     def happened_before(self, other: VectorClock) -> bool:
+        """True when ``other`` has seen everything this clock has, and more."""
         return self.compare(other) is ClockOrder.BEFORE
 
     def concurrent_with(self, other: VectorClock) -> bool:
+        """True when each clock has seen something the other has not."""
         return self.compare(other) is ClockOrder.CONCURRENT
+
+    def descends(self, other: VectorClock) -> bool:
+        """True when this clock has seen everything ``other`` has (AFTER or EQUAL):
+        ``a.descends(b)`` is ``a >= b``."""
+        return self.compare(other) in (ClockOrder.AFTER, ClockOrder.EQUAL)
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, VectorClock):
+            return NotImplemented
+        return self.compare(other) is ClockOrder.BEFORE
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, VectorClock):
+            return NotImplemented
+        return other.descends(self)
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, VectorClock):
+            return NotImplemented
+        return self.compare(other) is ClockOrder.AFTER
+
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, VectorClock):
+            return NotImplemented
+        return self.descends(other)
+
+
+def _other_clock(other: object, operation: str) -> VectorClock:
+    if not isinstance(other, VectorClock):
+        raise InvalidInput(
+            f"VectorClock.{operation} needs another VectorClock, got {type(other).__name__}",
+            field="other",
+            value=other,
+        )
+    return other
 
 
 class ChangeMetadata(_Record):

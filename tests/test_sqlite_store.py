@@ -19,6 +19,7 @@ from tai_fsm.errors import (
     IntegrityError,
     InvalidInput,
     SerializationError,
+    StoreFailure,
     StoreUnavailable,
     TaiFsmError,
     VersionConflict,
@@ -136,7 +137,7 @@ async def test_corrupted_rows_raise_integrity_error_naming_the_record(
         await store.save_snapshot(GOV, "s1", StateSnapshot(id="s1", version=2))
     with _raw(path) as conn:
         conn.execute("UPDATE events SET data = ? WHERE version = 2", (garbage,))
-        conn.execute("UPDATE states SET data = ?", (garbage,))
+        conn.execute("UPDATE records SET data = ?", (garbage,))
         conn.execute("UPDATE snapshots SET data = ?", (garbage,))
     async with SQLiteStore(path) as store:
         with pytest.raises((IntegrityError, SerializationError)) as caught:
@@ -176,7 +177,7 @@ async def test_schema_version_table_and_wal(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-    assert {"states", "events", "snapshots", "schema_version"} <= tables
+    assert {"records", "events", "snapshots", "schema_version"} <= tables
     async with SQLiteStore(path, synchronous="normal", busy_timeout=2.5) as store:
         settings = await store.pragmas()
     assert (settings["synchronous"], settings["busy_timeout"]) == ("NORMAL", 2500)
@@ -377,8 +378,10 @@ async def test_a_group_that_cannot_lock_fails_every_member(tmp_path: Path) -> No
     ("error", "expected"),
     [
         (sqlite3.OperationalError("database is locked"), StoreUnavailable),
-        (sqlite3.OperationalError("disk I/O error"), StoreUnavailable),
-        (sqlite3.OperationalError("attempt to write a readonly database"), StoreUnavailable),
+        (sqlite3.OperationalError("disk I/O error"), StoreFailure),
+        (sqlite3.OperationalError("attempt to write a readonly database"), StoreFailure),
+        (sqlite3.OperationalError("database or disk is full"), StoreFailure),
+        (sqlite3.OperationalError("unable to open database file"), StoreFailure),
         (sqlite3.OperationalError("no such table: events"), IntegrityError),
         (sqlite3.DatabaseError("database disk image is malformed"), IntegrityError),
         (sqlite3.DatabaseError("file is not a database"), IntegrityError),
@@ -393,3 +396,216 @@ def test_every_sqlite_error_maps_into_the_error_tree(
     assert type(mapped) is expected
     assert "/data/x.db" in str(mapped) and str(error) in str(mapped)
     assert mapped.is_transient() == (expected is StoreUnavailable)
+
+
+_TRANSFERS = textwrap.dedent(
+    """
+    import asyncio, random, sys, time
+    from pathlib import Path
+    from tai_fsm.errors import StoreUnavailable, VersionConflict
+    from tai_fsm.records import Event, StateSnapshot
+    from tai_fsm.stores import ops
+    from tai_fsm.stores.sqlite import SQLiteStore
+
+    path, name, count, folder = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+    ACCOUNTS = ["a0", "a1", "a2", "a3", "a4"]
+
+    async def main() -> None:
+        rng = random.Random(name)
+        async with SQLiteStore(path, busy_timeout=10.0) as store:
+            (folder / f"ready-{name}").touch()
+            while not (folder / "go").exists():
+                time.sleep(0.001)
+            conflicts = 0
+            for i in range(count):
+                source, target = rng.sample(ACCOUNTS, 2)
+                while True:
+                    got = await store.batch_read_states("g", [source, target])
+                    a, b = got[source], got[target]
+                    moved = {"from": source, "to": target, "by": name, "i": i}
+                    entry = Event(id=f"{name}-{i}", action="transfer",
+                                  to_state=StateSnapshot(id=f"ledger-{name}", data=moved))
+                    try:
+                        await store.commit("g", [
+                            ops.Put(source, StateSnapshot(id=source, data={
+                                "balance": a.snapshot.data["balance"] - 1}), a.version),
+                            ops.Put(target, StateSnapshot(id=target, data={
+                                "balance": b.snapshot.data["balance"] + 1}), b.version),
+                            ops.Append(f"ledger-{name}", [entry], i),
+                        ])
+                        break
+                    except (VersionConflict, StoreUnavailable):
+                        conflicts += 1
+            print(conflicts)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_several_processes_commit_transfers_atomically(tmp_path: Path) -> None:
+    """4 OS processes x 40 transfers between 5 accounts, each transfer one commit of two
+    conditional puts and a ledger append: the total balance never changes, every transfer
+    is applied exactly once, and each account's version counts exactly its transfers."""
+    path = tmp_path / "bank.db"
+
+    async def open_accounts() -> None:
+        async with SQLiteStore(path) as store:
+            for n in range(5):
+                account = StateSnapshot(id=f"a{n}", data={"balance": 100})
+                await store.save_state(GOV, f"a{n}", account)
+
+    asyncio.run(open_accounts())
+    procs, count = 4, 40
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _TRANSFERS, str(path), f"p{n}", str(count), str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(procs)
+    ]
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("ready-*"))) < procs:
+        assert time.monotonic() < deadline, "writers did not start"
+        assert all(w.poll() is None for w in writers), [w.communicate() for w in writers]
+        time.sleep(0.01)
+    (tmp_path / "go").touch()
+    conflicts = 0
+    for writer in writers:
+        out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err
+        conflicts += int(out.strip())
+
+    async def check() -> None:
+        async with SQLiteStore(path) as store:
+            accounts = await store.batch_read_states(GOV, [f"a{n}" for n in range(5)])
+            assert sum(s.snapshot.data["balance"] for s in accounts.values()) == 500
+            touched = {f"a{n}": 0 for n in range(5)}
+            for p in range(procs):
+                ledger = [e async for e in store.read_events(GOV, f"ledger-p{p}")]
+                assert [e.version for e in ledger] == list(range(1, count + 1))
+                for entry in ledger:
+                    touched[entry.to_state.data["from"]] += 1
+                    touched[entry.to_state.data["to"]] += 1
+            assert {k: s.version - 1 for k, s in accounts.items()} == touched
+
+    asyncio.run(check())
+    assert conflicts > 0, "the writers never contended; the test proved nothing"
+
+
+async def test_a_full_database_is_a_permanent_failure_and_writes_nothing(tmp_path: Path) -> None:
+    """SQLITE_FULL for real (the file may not grow past max_page_count): the error names
+    the condition, is not transient, and the commit leaves nothing behind."""
+    path = tmp_path / "full.db"
+    async with SQLiteStore(path) as store:
+        await store.save_state(GOV, "small", StateSnapshot(id="small", data=1))
+    with _raw(path) as conn:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    async with SQLiteStore(path) as store:
+        await store._run(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages + 2}"))
+        big = StateSnapshot(id="big", data="x" * 200_000)
+        with pytest.raises(StoreFailure) as caught:
+            await store.save_state(GOV, "big", big)
+        assert caught.value.condition == "disk_full" and "the disk is full" in str(caught.value)
+        assert not caught.value.is_transient() and caught.value.backoff_duration(0) == 0
+        assert not await store.exists(GOV, "big")
+        assert (await store.read_state(GOV, "small")).snapshot.data == 1
+
+
+_FILE_LIMIT = textwrap.dedent(
+    """
+    import asyncio, resource, signal, sys
+    from tai_fsm.errors import StoreFailure
+    from tai_fsm.records import StateSnapshot
+    from tai_fsm.stores.sqlite import SQLiteStore
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # EFBIG instead of a killed process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
+
+    async def main() -> None:
+        async with SQLiteStore(sys.argv[1]) as store:
+            try:
+                for n in range(100):
+                    big = StateSnapshot(id=f"s{n}", data="x" * 50_000)
+                    await store.save_state("g", f"s{n}", big)
+            except StoreFailure as exc:
+                print(exc.condition, exc.is_transient())
+                return
+            print("no error")
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_the_file_size_limit_is_named_not_retried(tmp_path: Path) -> None:
+    """EFBIG for real: a child process whose file-size limit (ulimit -f) is 400 KB."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FILE_LIMIT, str(tmp_path / "limited.db")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["file_too_large", "False"], done.stdout
+
+
+async def test_read_only_commands_never_create_a_store(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "store.db"
+    with pytest.raises(StoreFailure, match="no store at") as caught:
+        SQLiteStore(missing, create=False)
+    assert caught.value.condition == "missing" and not (tmp_path / "no").exists()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(StoreFailure, match=r"no store at .*empty\.db \(an empty file\)"):
+        SQLiteStore(empty, read_only=True)
+    assert empty.stat().st_size == 0
+
+
+async def test_a_store_opens_read_only_for_reading(tmp_path: Path) -> None:
+    path = tmp_path / "ro.db"
+    async with SQLiteStore(path) as store:
+        await store.append_events(GOV, "s", [_event("s", 1), _event("s", 2)], expected_version=0)
+        await store.save_state(GOV, "s", StateSnapshot(id="s", data={"n": 2}))
+    async with SQLiteStore(path, read_only=True) as store:
+        assert [e.version async for e in store.read_events(GOV, "s")] == [1, 2]
+        assert (await store.read_state(GOV, "s")).snapshot.data == {"n": 2}
+        with pytest.raises(StoreFailure, match="read-only") as caught:
+            await store.save_state(GOV, "t", StateSnapshot(id="t"))
+        assert caught.value.condition == "read_only"
+    async with SQLiteStore(path) as store:
+        assert not await store.exists(GOV, "t")
+
+
+def test_a_store_on_a_read_only_medium_can_be_read(tmp_path: Path) -> None:
+    """A read-only bind mount (needs root, which CI and these machines run as): the WAL
+    side files cannot be created there, so the store opens the file immutable."""
+    source, mounted = tmp_path / "src", tmp_path / "ro"
+    source.mkdir()
+    mounted.mkdir()
+
+    async def write() -> None:
+        async with SQLiteStore(source / "s.db") as store:
+            await store.save_state(GOV, "s", StateSnapshot(id="s", data={"n": 1}))
+
+    async def read() -> None:
+        async with SQLiteStore(mounted / "s.db", read_only=True) as store:
+            assert (await store.read_state(GOV, "s")).snapshot.data == {"n": 1}
+            with pytest.raises(StoreFailure, match="read-only"):
+                await store.save_state(GOV, "t", StateSnapshot(id="t"))
+
+    asyncio.run(write())
+    bind = subprocess.run(["mount", "--bind", str(source), str(mounted)], capture_output=True)
+    if bind.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {bind.stderr.decode().strip()}")
+    try:
+        remount = subprocess.run(
+            ["mount", "-o", "remount,ro,bind", str(mounted)], capture_output=True, check=False
+        )
+        assert remount.returncode == 0, remount.stderr
+        asyncio.run(read())
+        with pytest.raises(StoreFailure) as caught:
+            SQLiteStore(mounted / "s.db")  # a writer cannot open it: named, not retried
+        assert caught.value.condition in ("read_only", "cannot_open")
+    finally:
+        subprocess.run(["umount", str(mounted)], check=False)

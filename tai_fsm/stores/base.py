@@ -1,63 +1,85 @@
 """The Store contract every backend implements (memory, sqlite, firestore, third-party).
 
-A store holds, per governor (a namespace), three kinds of records (DESIGN.md §3):
+A store holds, per governor (a namespace), three kinds of records (docs/architecture.md):
 
-* **state records** — the current state of one id, with a version that starts at 1 and grows
-  by exactly 1 per write;
+* **records** — the current state of one id per *kind* (``states``: a machine instance's
+  state record; ``locks``: lock leases; ...), with a version that starts at 1 and grows by
+  exactly 1 per write;
 * **event streams** — append-only, one per stream id (for a runtime instance the stream id is
   the instance id), versions 1, 2, 3, ... with no gap and no duplicate;
 * **snapshots** — a stream's full state at one of its versions, newest K kept.
 
-The commit of a transition is ONE call: :meth:`Store.append_events` with ``state=`` appends the
-events and writes the state record atomically, checking ``expected_version``.
+Every multi-record write goes through ONE primitive, :meth:`Store.commit`: a list of typed
+operations (:mod:`tai_fsm.stores.ops`) committed all-or-none. ``append_events``,
+``write_state`` and ``delete_state`` are one-operation commits.
 
-Every id is checked by :func:`tai_fsm.ids.validate_id` and every record by the 1 MiB limit
-(:mod:`tai_fsm.codec`) *before* anything is written; bad input raises a ``TaiFsmError``
-subclass and leaves the store unchanged. Every backend must pass ``tai_fsm.testing``'s
-contract suite unchanged.
+**Template methods.** The public methods below check every argument and encode/decode every
+record exactly once, here; a backend implements only the ``_underscore`` methods, which see
+checked arguments and stored bytes (:mod:`tai_fsm.stores.recordcodec` defines the stored
+form, :mod:`tai_fsm.stores.planning` decides commits). So bad input raises a ``TaiFsmError``
+before any backend code runs and leaves the store unchanged, and every record read back is
+checked against the key it was read under — for every store, third-party ones included.
+Every backend must pass ``tai_fsm.testing``'s contract suite unchanged.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
-from tai_fsm.errors import InvalidInput, StateNotFound
-from tai_fsm.ids import validate_id
+from tai_fsm.errors import IntegrityError, InvalidInput, StateNotFound
 from tai_fsm.records import (
     AppendResult,
-    ChangeMetadata,
     CleanupResult,
     Event,
     StateSnapshot,
     StoredState,
     StoreStats,
-    ensure_utc,
-    utc_now,
 )
+from tai_fsm.stores.common import (
+    check_batch_size,
+    check_expected_version,
+    check_id,
+    check_ids,
+    check_keep,
+    check_read,
+    check_snapshot,
+    check_version,
+)
+from tai_fsm.stores.ops import STATES, Append, CommitResult, Delete, Op, Put
+from tai_fsm.stores.planning import EventRow, Prepared, check_snapshot_version, prepare
+from tai_fsm.stores.recordcodec import (
+    FULL_EVERY,
+    EventDecoder,
+    anchor,
+    decode_record,
+    encode_record,
+)
+from tai_fsm.stores.seed import SeedAPI, replay_events, span_of
 
-__all__ = ["DEFAULT_BATCH_SIZE", "EventSpan", "Store", "replay_events", "span_of"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "EventSpan",
+    "RawRecord",
+    "Store",
+    "replay_events",
+    "span_of",
+]
 
 DEFAULT_BATCH_SIZE = 1000
 
 
-def replay_events(events: Iterable[Event], until: datetime | None = None) -> StateSnapshot:
-    """The state after ``events`` (ordered by version within a stream), ignoring events
-    later than ``until``. Raises ``InvalidInput`` when no event qualifies."""
-    cutoff = ensure_utc(until, "until") if until is not None else None
-    last: Event | None = None
-    for event in sorted(events, key=lambda e: (e.stream_id, e.version, e.timestamp)):
-        if cutoff is not None and event.timestamp > cutoff:
-            continue
-        if last is None or (event.version, event.timestamp) >= (last.version, last.timestamp):
-            last = event
-    if last is None:
-        raise InvalidInput("replay_events needs at least one event at or before 'until'")
-    return last.to_state.model_copy(update={"version": last.version or last.to_state.version})
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A stored record as a backend returns it: version, stored JSON, concurrency token."""
+
+    version: int
+    raw: bytes
+    token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,33 +98,18 @@ class EventSpan:
         return self.count == 0 or self.last_version - self.first_version + 1 == self.count
 
 
-async def span_of(
-    events: AsyncIterator[Event], *, stop_after: datetime | None = None
-) -> EventSpan:
-    """Summarise ``events`` (one stream, version order) as an ``EventSpan``; with
-    ``stop_after``, stop at the first event later than that time."""
-    count = first = last_version = 0
-    last: Event | None = None
-    async for event in events:
-        if stop_after is not None and event.timestamp > stop_after:
-            break
-        count += 1
-        first = first or event.version
-        last_version = event.version
-        last = event
-    return EventSpan(count, first, last_version, last)
-
-
-class Store(abc.ABC):
+class Store(SeedAPI, abc.ABC):
     """Async store contract. Implementations are safe for concurrent use from one event
     loop; cross-process/cross-node safety comes from the backend's own atomicity (SQLite
     transactions, Firestore preconditions), never from in-process locks alone."""
 
     #: The URL this store was opened with (``memory://``, ``sqlite:///path``, ...).
     url: str = ""
+    #: Most writes one atomic commit may hold (Firestore: 500); None = no limit.
+    max_commit_writes: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
-    async def close(self) -> None:  # noqa: B027 - optional hook, default no-op
+    async def close(self) -> None:
         """Release connections. Idempotent. The store must not be used afterwards."""
 
     async def __aenter__(self) -> Self:
@@ -116,19 +123,47 @@ class Store(abc.ABC):
     ) -> None:
         await self.close()
 
-    # ------------------------------------------------------------------ state records
-    @abc.abstractmethod
+    # ------------------------------------------------------------------ records
     async def read_state(self, governor: str, state_id: str) -> StoredState:
         """The current state record with its version and concurrency token.
         Raises ``StateNotFound`` when absent."""
+        return await self.read_record(governor, state_id, kind=STATES)
 
-    @abc.abstractmethod
+    async def read_record(self, governor: str, record_id: str, *, kind: str) -> StoredState:
+        """The current record ``record_id`` of ``kind``; ``StateNotFound`` when absent."""
+        gov = check_id(governor, "governor")
+        kind = check_id(kind, "record kind")
+        rid = check_id(record_id, "state id" if kind == STATES else f"{kind} record id")
+        found = (await self._read_records(gov, kind, [rid])).get(rid)
+        if found is None:
+            raise StateNotFound(gov, rid, "state" if kind == STATES else f"{kind} record")
+        return self._stored(gov, kind, rid, found)
+
     async def batch_read_states(
         self, governor: str, state_ids: Sequence[str]
     ) -> dict[str, StoredState]:
         """Several state records in one round trip; absent ids are left out of the result."""
+        return await self.batch_read_records(governor, state_ids, kind=STATES)
 
-    @abc.abstractmethod
+    async def batch_read_records(
+        self, governor: str, record_ids: Sequence[str], *, kind: str
+    ) -> dict[str, StoredState]:
+        """Several records of ``kind`` in one round trip, in the order asked; absent ids
+        are left out."""
+        gov = check_id(governor, "governor")
+        kind = check_id(kind, "record kind")
+        ids = list(dict.fromkeys(check_ids(record_ids, "state id")))
+        if not ids:
+            return {}
+        found = await self._read_records(gov, kind, ids)
+        return {rid: self._stored(gov, kind, rid, found[rid]) for rid in ids if rid in found}
+
+    @staticmethod
+    def _stored(governor: str, kind: str, record_id: str, found: RawRecord) -> StoredState:
+        what = "state" if kind == STATES else f"{kind} record"
+        snapshot = decode_record(found.raw, governor, record_id, found.version, what)
+        return StoredState(snapshot=snapshot, version=found.version, token=found.token)
+
     async def write_state(
         self,
         governor: str,
@@ -136,31 +171,62 @@ class Store(abc.ABC):
         snapshot: StateSnapshot,
         *,
         expected_version: int | None,
+        token: str | None = None,
     ) -> int:
         """Write a state record and return its new version (previous + 1, or 1 when new).
 
         ``expected_version=None`` writes unconditionally; an int must equal the current
         version (0 = must not exist) or ``VersionConflict(state_id, expected, actual)`` is
         raised and nothing is written. The stored snapshot's ``version`` is the new version."""
+        result = await self.commit(
+            governor, [Put(state_id, snapshot, expected_version, token)]
+        )
+        return result[0].version
 
-    @abc.abstractmethod
     async def delete_state(
         self, governor: str, state_id: str, expected_version: int | None = None
     ) -> None:
         """Delete a state record (its event stream and snapshots are kept: they are the
         audit trail). ``StateNotFound`` if absent; ``VersionConflict`` if
         ``expected_version`` is given and differs."""
+        await self.commit(governor, [Delete(state_id, expected_version)])
 
-    @abc.abstractmethod
-    def list_states(self, governor: str) -> AsyncIterator[str]:
-        """Ids of the state records in ``governor``, ascending."""
+    async def list_states(self, governor: str) -> AsyncIterator[str]:
+        """Ids of the state records in ``governor``, ascending, read in pages."""
+        async for record_id in self.list_records(governor, kind=STATES):
+            yield record_id
 
-    @abc.abstractmethod
+    async def list_records(self, governor: str, *, kind: str) -> AsyncIterator[str]:
+        """Ids of the records of ``kind`` in ``governor``, ascending, read in pages."""
+        gov = check_id(governor, "governor")
+        kind = check_id(kind, "record kind")
+        after = ""
+        while True:
+            page = await self._list_records(gov, kind, after, DEFAULT_BATCH_SIZE)
+            for record_id in page:
+                yield record_id
+            if len(page) < DEFAULT_BATCH_SIZE:
+                return
+            after = page[-1]
+
     async def list_governors(self) -> list[str]:
         """Governors holding any record, ascending."""
+        return sorted(await self._list_governors())
 
-    # ------------------------------------------------------------------ event streams
-    @abc.abstractmethod
+    # ------------------------------------------------------------------ the commit
+    async def commit(self, governor: str, ops: Sequence[Op]) -> CommitResult:
+        """Commit ``ops`` (:mod:`tai_fsm.stores.ops`) atomically: all or none.
+
+        Each operation's precondition is checked when the commit applies; the first that
+        fails raises — ``VersionConflict(id, expected, actual)`` for a version,
+        ``StateNotFound`` for a delete of an absent record, ``LockNotHeld`` for a stale
+        fencing token — and nothing is written. A commit with appends whose events are
+        already stored at the versions they asked for (a retry of a commit that landed) is
+        recognised: nothing is written and ``already_applied`` is True."""
+        gov = check_id(governor, "governor")
+        prepared = prepare(ops, max_writes=self.max_commit_writes)
+        return await self._commit(gov, prepared)
+
     async def append_events(
         self,
         governor: str,
@@ -170,29 +236,28 @@ class Store(abc.ABC):
         expected_version: int | None,
         state: StateSnapshot | None = None,
         token: str | None = None,
+        prior: StateSnapshot | None = None,
     ) -> AppendResult:
-        """Append ``events`` to ``stream_id`` atomically — all or none.
+        """Append ``events`` to ``stream_id`` atomically — a one-operation :meth:`commit`
+        of :class:`~tai_fsm.stores.ops.Append` (see there for ``state``, ``token`` and
+        ``prior``).
 
-        * ``expected_version`` is the stream head the caller saw (0 = empty stream). The
-          events get versions ``expected_version + 1 ...``; an event whose ``version`` is
-          non-zero must already carry exactly that number (else ``InvalidInput``) and its
-          ``stream_id`` must be ``stream_id``. ``None`` appends at the current head (no
-          concurrency check; used by ``log_event``).
-        * ``state``: when given, the state record ``stream_id`` is written in the SAME atomic
-          commit with version = new head, and its current version must equal
-          ``expected_version`` (absent counts as 0). ``token`` is the ``StoredState.token`` /
-          ``AppendResult.token`` from the caller's last read or commit of that record; stores
-          that need it (Firestore) use it to commit in one round trip without reading, and
-          read first when it is ``None``.
-        * On a head mismatch: if the events already stored at those versions carry the same
-          ids (a retry of a call that landed), nothing is written and the result has
-          ``already_applied=True``; otherwise ``VersionConflict(stream_id, expected,
-          actual_head)`` and nothing is written. With ``expected_version=None`` a retry is
-          recognised by an event id already present in the stream.
-        * Returns the new head and the new state record's token."""
+        ``expected_version`` is the stream head the caller saw (0 = empty stream); an event
+        whose ``version`` is non-zero must already carry the number it gets. ``None``
+        appends at the current head, recognised on retry by event id. On a head mismatch,
+        the same event ids at those versions mean a retry that landed
+        (``already_applied=True``); otherwise ``VersionConflict(stream_id, expected,
+        actual)``."""
+        result = await self.commit(
+            governor, [Append(stream_id, events, expected_version, state, token, prior)]
+        )
+        first = result[0]
+        return AppendResult(
+            version=first.version, token=first.token, already_applied=first.already_applied
+        )
 
-    @abc.abstractmethod
-    def read_events(
+    # ------------------------------------------------------------------ event streams
+    async def read_events(
         self,
         governor: str,
         stream_id: str,
@@ -204,7 +269,29 @@ class Store(abc.ABC):
     ) -> AsyncIterator[Event]:
         """Events of one stream with ``after_version < version <= up_to_version`` and
         ``timestamp <= until``, oldest first, fetched in batches of at most
-        ``batch_size`` (bounded memory for any stream length)."""
+        ``batch_size`` (bounded memory for any stream length). Each event's ``from_state``
+        is the ``to_state`` of the event before it. A damaged or missing stored event
+        raises ``IntegrityError`` naming stream and version."""
+        bounds = check_read(governor, stream_id, after_version, up_to_version, until, batch_size)
+        gov, stream = check_id(governor, "governor"), check_id(stream_id, "stream id")
+        after, upper, cutoff, size = bounds.after, bounds.upper, bounds.cutoff, bounds.size
+        if upper is not None and upper <= after:
+            return
+        decoder = EventDecoder(gov, stream)
+        position = anchor(after) - 1 if after >= 1 else 0
+        while True:
+            page = await self._event_rows(gov, stream, position, upper, size)
+            for version, ts, raw in page:
+                if version <= after:
+                    decoder.skip(raw, version)
+                    continue
+                if cutoff is not None and ts > cutoff:
+                    decoder.skip(raw, version)
+                    continue
+                yield decoder.event(raw, version)
+            if len(page) < size:
+                return
+            position = page[-1][0]
 
     async def read_event_span(
         self,
@@ -216,49 +303,98 @@ class Store(abc.ABC):
         until: datetime | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> EventSpan:
-        """Exactly the events :meth:`read_events` would yield (same filters, same bounded
-        batches), summarised as an ``EventSpan``. Replay sets the state from each event's
-        ``to_state`` in turn, so only the newest event's content matters: backends override
-        this to read versions only and decode just that one."""
-        return await span_of(self.read_events(
-            governor, stream_id, after_version=after_version, up_to_version=up_to_version,
-            until=until, batch_size=batch_size,
-        ))
+        """Exactly the events :meth:`read_events` would yield (same filters), summarised
+        as an ``EventSpan``: replay only needs the newest event's ``to_state``, so only the
+        versions are read, and the newest event (with the few before it that a delta
+        needs) is decoded."""
+        bounds = check_read(governor, stream_id, after_version, up_to_version, until, batch_size)
+        gov, stream = check_id(governor, "governor"), check_id(stream_id, "stream id")
+        after, upper, cutoff, size = bounds.after, bounds.upper, bounds.cutoff, bounds.size
+        if upper is not None and upper <= after:
+            return EventSpan(0, 0, 0, None)
+        count = first = last = 0
+        position = after
+        while True:
+            versions = await self._event_versions(gov, stream, position, upper, cutoff, size)
+            if versions:
+                count += len(versions)
+                first = first or versions[0]
+                last = versions[-1]
+            if len(versions) < size:
+                break
+            position = versions[-1]
+        if not count:
+            return EventSpan(0, 0, 0, None)
+        return EventSpan(count, first, last, await self._decode_at(gov, stream, last))
 
-    @abc.abstractmethod
+    async def _decode_at(self, governor: str, stream_id: str, version: int) -> Event:
+        """The event at ``version``, decoded with the rows before it that it needs."""
+        decoder = EventDecoder(governor, stream_id)
+        start = anchor(version - 1) - 1 if version > 1 else 0
+        rows = await self._event_rows(governor, stream_id, start, version, FULL_EVERY + 1)
+        for number, _ts, raw in rows:
+            if number == version:
+                return decoder.event(raw, version)
+            decoder.skip(raw, number)
+        raise IntegrityError(
+            f"event {stream_id!r} version {version} disappeared while it was read "
+            "(a concurrent compaction?); read again",
+            stream_id=stream_id,
+            version=version,
+        )
+
     async def stream_version(self, governor: str, stream_id: str) -> int:
         """The stream's head version (0 when it has no events)."""
+        return await self._stream_head(
+            check_id(governor, "governor"), check_id(stream_id, "stream id")
+        )
 
-    @abc.abstractmethod
-    def iter_all_events(
+    async def iter_all_events(
         self, governor: str, *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> AsyncIterator[Event]:
         """Every event of ``governor``, ordered by stream id then version, in batches."""
+        check_id(governor, "governor")
+        size = check_batch_size(batch_size)
+        for stream_id in await self.list_streams(governor):
+            async for event in self.read_events(governor, stream_id, batch_size=size):
+                yield event
 
-    @abc.abstractmethod
     async def list_streams(self, governor: str) -> list[str]:
         """Stream ids that hold at least one event in ``governor``, ascending."""
+        return await self._list_streams(check_id(governor, "governor"))
 
     # ------------------------------------------------------------------ snapshots
-    @abc.abstractmethod
     async def save_snapshot(
         self, governor: str, stream_id: str, snapshot: StateSnapshot, *, keep: int | None = None
     ) -> None:
         """Store ``snapshot`` as the stream's state at version ``snapshot.version`` (>= 1;
         saving the same version again replaces it). With ``keep``, only the newest ``keep``
         snapshots of the stream remain afterwards."""
+        gov, stream = check_id(governor, "governor"), check_id(stream_id, "stream id")
+        check_snapshot(snapshot)
+        check_snapshot_version(snapshot)
+        keep_n = check_keep(keep)
+        version = snapshot.version
+        raw = encode_record(snapshot, stream, version, f"snapshot {stream!r}@{version}")
+        await self._save_snapshot(gov, stream, version, raw, keep_n)
 
-    @abc.abstractmethod
     async def load_snapshot(
         self, governor: str, stream_id: str, *, at_or_before: int | None = None
     ) -> StateSnapshot | None:
         """The newest snapshot (with ``version <= at_or_before`` when given), or None."""
+        gov, stream = check_id(governor, "governor"), check_id(stream_id, "stream id")
+        limit = None if at_or_before is None else check_version(at_or_before, "at_or_before")
+        found = await self._load_snapshot(gov, stream, limit)
+        if found is None:
+            return None
+        version, raw = found
+        return decode_record(raw, gov, stream, version, "snapshot")
 
-    @abc.abstractmethod
     async def snapshot_versions(self, governor: str, stream_id: str) -> list[int]:
         """Versions of the stream's stored snapshots, ascending."""
+        gov, stream = check_id(governor, "governor"), check_id(stream_id, "stream id")
+        return sorted(await self._snapshot_versions(gov, stream))
 
-    @abc.abstractmethod
     async def compact_stream(
         self, governor: str, stream_id: str, *, up_to_version: int
     ) -> CleanupResult:
@@ -266,116 +402,141 @@ class Store(abc.ABC):
         newest snapshot at or before ``up_to_version``. Requires a snapshot at a version
         ``>= up_to_version`` (else ``InvalidInput``): recovery and ``state_at`` for every
         version from that snapshot on stay possible. The head event is never deleted, so
-        the head version stays known."""
+        the head version stays known; the first event kept is rewritten to hold its
+        ``from_state`` and full data (the events it referred to are gone)."""
+        gov, stream = check_id(governor, "governor"), check_id(stream_id, "stream id")
+        cut = check_version(up_to_version, "up_to_version", minimum=1)
+        versions = await self._snapshot_versions(gov, stream)
+        if not versions or max(versions) < cut:
+            raise InvalidInput(
+                f"compact_stream({stream!r}, up_to_version={cut}) needs a snapshot at "
+                f"version {cut} or later; save one first",
+                field="up_to_version",
+            )
+        head = await self._stream_head(gov, stream)
+        last = min(cut, head - 1)
+        rewrite: EventRow | None = None
+        if last >= 1:
+            kept = await self._decode_document_at(gov, stream, last + 1)
+            if kept is not None:
+                rewrite = kept
+        return await self._compact(gov, stream, cut, last, rewrite)
+
+    async def _decode_document_at(
+        self, governor: str, stream_id: str, version: int
+    ) -> EventRow | None:
+        """The stored row of ``version`` rewritten self-contained (explicit ``from_state``,
+        full data), or None when it is already or the stream has no such event."""
+        from tai_fsm import codec
+
+        decoder = EventDecoder(governor, stream_id)
+        start = anchor(version - 1) - 1 if version > 1 else 0
+        rows = await self._event_rows(governor, stream_id, start, version, FULL_EVERY + 1)
+        for number, ts, raw in rows:
+            if number == version:
+                document = decoder.document(raw, version)
+                event_id = str(document.get("id"))
+                return (version, event_id, ts, codec.dumps(document, what="event"))
+            decoder.skip(raw, number)
+        return None
 
     # ------------------------------------------------------------------ statistics
-    @abc.abstractmethod
     async def get_stats(self, governor: str | None = None) -> StoreStats:
-        """Exact counts for ``governor`` (all governors when None); ``bytes`` is the size of
-        the stored encoded records."""
+        """Exact counts for ``governor`` (all governors when None): state records, events,
+        snapshots; ``max_version`` is the highest version of any state record or event;
+        ``bytes`` is the size of the stored encoded records."""
+        gov = None if governor is None else check_id(governor, "governor")
+        return await self._stats(gov)
 
-    # ------------------------------------------------------------------ seed-compatible API
-    async def save_state(
+    # ------------------------------------------------------------------ backend hooks
+    @abc.abstractmethod
+    async def _read_records(
+        self, governor: str, kind: str, record_ids: list[str]
+    ) -> dict[str, RawRecord]:
+        """The stored records of ``kind`` among ``record_ids`` (distinct, checked)."""
+
+    @abc.abstractmethod
+    async def _list_records(self, governor: str, kind: str, after: str, limit: int) -> list[str]:
+        """Up to ``limit`` record ids of ``kind`` greater than ``after``, ascending."""
+
+    @abc.abstractmethod
+    async def _list_governors(self) -> list[str]:
+        """Governors holding any record, event or snapshot."""
+
+    @abc.abstractmethod
+    async def _commit(self, governor: str, prepared: list[Prepared]) -> CommitResult:
+        """Commit checked operations all-or-none (see :mod:`tai_fsm.stores.planning`)."""
+
+    @abc.abstractmethod
+    async def _event_rows(
+        self, governor: str, stream_id: str, after: int, upper: int | None, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        """Up to ``limit`` stored events ``(version, timestamp micros, JSON)`` with
+        ``after < version <= upper`` (no upper bound when None), ascending."""
+
+    async def _event_versions(
         self,
         governor: str,
-        state_id: str,
-        snapshot: StateSnapshot,
-        metadata: ChangeMetadata | None = None,
-    ) -> int:
-        """Write unconditionally; returns the new version (1 for a new record)."""
-        if metadata is not None:
-            snapshot = snapshot.model_copy(update={"metadata": metadata})
-        return await self.write_state(governor, state_id, snapshot, expected_version=None)
+        stream_id: str,
+        after: int,
+        upper: int | None,
+        cutoff: int | None,
+        limit: int,
+    ) -> list[int]:
+        """Up to ``limit`` versions ``> after`` (``<= upper``, timestamp ``<= cutoff``),
+        ascending. Backends override this to read versions without the records."""
+        position, found = after, list[int]()
+        while len(found) < limit:
+            rows = await self._event_rows(governor, stream_id, position, upper, limit)
+            found.extend(v for v, ts, _ in rows if cutoff is None or ts <= cutoff)
+            if len(rows) < limit:
+                break
+            position = rows[-1][0]
+        return found[:limit]
 
-    async def get_state(self, governor: str, state_id: str) -> tuple[StateSnapshot, int]:
-        """``(snapshot, version)``; ``StateNotFound`` when absent."""
-        stored = await self.read_state(governor, state_id)
-        return stored.snapshot, stored.version
+    @abc.abstractmethod
+    async def _stream_head(self, governor: str, stream_id: str) -> int:
+        """The stream's head version (0 when it has no events)."""
 
-    async def update_state(
-        self,
-        governor: str,
-        state_id: str,
-        new: StateSnapshot,
-        expected_version: int,
-        metadata: ChangeMetadata | None = None,
-    ) -> int:
-        """Conditional write: ``VersionConflict`` unless the record is at
-        ``expected_version``; returns ``expected_version + 1``."""
-        if metadata is not None:
-            new = new.model_copy(update={"metadata": metadata})
-        return await self.write_state(governor, state_id, new, expected_version=expected_version)
+    @abc.abstractmethod
+    async def _list_streams(self, governor: str) -> list[str]:
+        """Stream ids holding events, ascending."""
 
-    async def exists(self, governor: str, state_id: str) -> bool:
-        try:
-            await self.read_state(governor, state_id)
-        except StateNotFound:
-            return False
-        return True
-
-    async def batch_get_states(
-        self, governor: str, state_ids: Sequence[str]
-    ) -> dict[str, tuple[StateSnapshot, int]]:
-        found = await self.batch_read_states(governor, state_ids)
-        return {sid: (s.snapshot, s.version) for sid, s in found.items()}
-
-    async def log_event(self, governor: str, event: Event) -> Event:
-        """Append one event at the head of ``event.stream_id``; returns it with its version."""
-        stream_id = event.stream_id or event.to_state.id
-        result = await self.append_events(governor, stream_id, [event], expected_version=None)
-        if result.already_applied:
-            async for stored in self.read_events(governor, stream_id):
-                if stored.id == event.id:
-                    return stored
-        return event.model_copy(update={"version": result.version, "stream_id": stream_id})
-
-    async def get_all_events(self, governor: str) -> list[Event]:
-        """Every event of ``governor`` (stream id, then version order). Loads all into memory:
-        prefer ``iter_all_events`` for large governors."""
-        return [event async for event in self.iter_all_events(governor)]
-
-    @staticmethod
-    async def replay_events(
-        events: Iterable[Event], until: datetime | None = None
-    ) -> StateSnapshot:
-        """The state after ``events`` as of ``until`` (see :func:`replay_events`)."""
-        return replay_events(events, until)
-
-    async def create_snapshot(
-        self, governor: str, state_id: str, snapshot: StateSnapshot
+    @abc.abstractmethod
+    async def _save_snapshot(
+        self, governor: str, stream_id: str, version: int, raw: bytes, keep: int | None
     ) -> None:
-        """Store a snapshot at ``snapshot.version`` (at least 1)."""
-        if snapshot.version < 1:
-            snapshot = snapshot.model_copy(update={"version": 1})
-        await self.save_snapshot(governor, state_id, snapshot)
+        """Store (or replace) the snapshot at ``version``; then keep the newest ``keep``."""
 
-    async def cleanup_old_data(
-        self, governor: str, older_than: timedelta
+    @abc.abstractmethod
+    async def _load_snapshot(
+        self, governor: str, stream_id: str, at_or_before: int | None
+    ) -> tuple[int, bytes] | None:
+        """``(version, JSON)`` of the newest snapshot (``<= at_or_before``), or None."""
+
+    @abc.abstractmethod
+    async def _snapshot_versions(self, governor: str, stream_id: str) -> list[int]:
+        """Versions of the stream's snapshots."""
+
+    @abc.abstractmethod
+    async def _compact(
+        self,
+        governor: str,
+        stream_id: str,
+        cut: int,
+        last: int,
+        rewrite: EventRow | None,
     ) -> CleanupResult:
-        """Compact every stream of ``governor`` up to its newest snapshot whose events are all
-        older than ``now - older_than``. Never removes what recovery, or ``state_at`` for a
-        time after the cut, needs."""
-        validate_id(governor, "governor")
-        if older_than < timedelta(0):
-            raise InvalidInput("older_than must not be negative", field="older_than")
-        cutoff = utc_now() - older_than
-        total = CleanupResult()
-        for stream_id in await self.list_streams(governor):
-            cut = 0
-            for version in reversed(await self.snapshot_versions(governor, stream_id)):
-                newest_covered: Event | None = None
-                async for event in self.read_events(
-                    governor, stream_id, after_version=version - 1, up_to_version=version
-                ):
-                    newest_covered = event
-                if newest_covered is not None and newest_covered.timestamp < cutoff:
-                    cut = version
-                    break
-            if cut:
-                done = await self.compact_stream(governor, stream_id, up_to_version=cut)
-                total = CleanupResult(
-                    deleted_events=total.deleted_events + done.deleted_events,
-                    deleted_snapshots=total.deleted_snapshots + done.deleted_snapshots,
-                    recovered_bytes=total.recovered_bytes + done.recovered_bytes,
-                )
-        return total
+        """Delete the events ``<= last`` and the snapshots older than the newest one at or
+        before ``cut``; replace the stored event ``rewrite[0]`` (the first kept) by
+        ``rewrite`` first. Every intermediate state must stay readable."""
+
+    @abc.abstractmethod
+    async def _stats(self, governor: str | None) -> StoreStats:
+        """Exact statistics (see :meth:`get_stats`)."""
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def check_expected(value: object) -> int | None:
+        """``None`` or a version >= 0 (for backends and wrappers)."""
+        return check_expected_version(value)

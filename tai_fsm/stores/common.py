@@ -1,4 +1,4 @@
-"""Checks and record encoding shared by the built-in stores (memory, sqlite).
+"""Argument checks of the Store contract, made once in the ``Store`` base class.
 
 Every function here raises a ``TaiFsmError`` subclass before anything is written, so a store
 that calls them first keeps the rule "bad input never leaves partial state behind":
@@ -8,11 +8,7 @@ that calls them first keeps the rule "bad input never leaves partial state behin
   refused: ``True`` is not a version);
 * record timestamps must be timezone-aware (a record built with ``model_copy`` or
   ``model_construct`` skips pydantic's validators, so the store checks again);
-* records are encoded with :func:`tai_fsm.codec.dumps_model` and must fit the 1 MiB limit.
-
-Stored records are the complete JSON of the record (an event carries its ``stream_id`` and
-``version``), so a row is self-describing; decoding a stored row that is not a valid record
-raises ``IntegrityError`` naming governor, id and version.
+* records are encoded by :mod:`tai_fsm.stores.recordcodec` and must fit the 1 MiB limit.
 """
 
 from __future__ import annotations
@@ -21,13 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
 
-import orjson
-from pydantic import ValidationError
-
-from tai_fsm import codec
-from tai_fsm.errors import IntegrityError, InvalidInput, SerializationError
+from tai_fsm.errors import InvalidInput
 from tai_fsm.ids import validate_id
 from tai_fsm.records import Event, StateSnapshot, ensure_utc
 
@@ -44,10 +35,6 @@ __all__ = [
     "check_snapshot",
     "check_until",
     "check_version",
-    "decode_event",
-    "decode_snapshot",
-    "encode_event",
-    "encode_snapshot",
     "micros",
 ]
 
@@ -230,94 +217,3 @@ def check_events(
                 )
         checked.append(event)
     return checked
-
-
-def _encode(
-    model: StateSnapshot | Event, updates: dict[str, Any], unchanged: bool, what: str
-) -> bytes:
-    """``model`` with ``updates`` applied, encoded exactly as ``codec.dumps_model`` would
-    encode ``model.model_copy(update=updates)`` — without building the copy. A record whose
-    fields already match (``unchanged``) reuses the JSON it may carry
-    (``codec.dumps_model``)."""
-    if unchanged:
-        raw = codec.dumps_model(model, what=what)
-    else:
-        try:
-            fields = model.model_dump(mode="json")
-        except (TypeError, ValueError) as exc:
-            raise SerializationError(f"{what} is not JSON-serialisable: {exc}") from None
-        fields.update(updates)
-        raw = codec.dumps(fields, what=what)
-    return codec.check_size(raw, what=what)
-
-
-def encode_snapshot(snapshot: StateSnapshot, version: int, what: str) -> bytes:
-    """The stored JSON of ``snapshot`` at ``version``; ``SerializationError`` when it is not
-    JSON-serialisable or over the 1 MiB record limit."""
-    return _encode(snapshot, {"version": version}, snapshot.version == version, what)
-
-
-def encode_event(event: Event, stream_id: str, version: int) -> bytes:
-    """The stored JSON of ``event`` as version ``version`` of ``stream_id``."""
-    unchanged = event.version == version and event.stream_id == stream_id
-    what = f"event {event.id!r} ({stream_id}@{version})"
-    return _encode(event, {"stream_id": stream_id, "version": version}, unchanged, what)
-
-
-def _corrupt(what: str, governor: str, record_id: str, version: int, cause: str) -> IntegrityError:
-    return IntegrityError(
-        f"stored {what} is corrupt in governor {governor!r}, id {record_id!r}, "
-        f"version {version}: {cause}",
-        stream_id=record_id,
-        version=version,
-    )
-
-
-def _load(raw: Any, what: str, governor: str, record_id: str, version: int) -> Any:
-    if isinstance(raw, str):
-        raw = raw.encode("utf-8", "surrogatepass")
-    if not isinstance(raw, bytes | bytearray | memoryview):
-        raise _corrupt(what, governor, record_id, version, f"not JSON bytes ({type(raw)})")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise _corrupt(what, governor, record_id, version, f"not valid JSON ({exc})") from None
-
-
-def decode_snapshot(
-    raw: Any, governor: str, record_id: str, version: int, what: str = "state"
-) -> StateSnapshot:
-    """Decode a stored state record or snapshot, checking it is at ``version``."""
-    try:
-        snapshot = StateSnapshot.model_validate(_load(raw, what, governor, record_id, version))
-    except ValidationError as exc:
-        raise _corrupt(what, governor, record_id, version, _first_error(exc)) from None
-    if snapshot.version != version:
-        raise _corrupt(what, governor, record_id, version, f"it records version {snapshot.version}")
-    return snapshot
-
-
-def decode_event(raw: Any, governor: str, stream_id: str, version: int) -> Event:
-    """Decode a stored event, checking it is version ``version`` of ``stream_id``."""
-    try:
-        event = Event.model_validate(_load(raw, "event", governor, stream_id, version))
-    except ValidationError as exc:
-        raise _corrupt("event", governor, stream_id, version, _first_error(exc)) from None
-    if event.version != version or event.stream_id != stream_id:
-        raise _corrupt(
-            "event",
-            governor,
-            stream_id,
-            version,
-            f"it records {event.stream_id!r} version {event.version}",
-        )
-    return event
-
-
-def _first_error(exc: ValidationError) -> str:
-    errors = exc.errors()
-    if not errors:
-        return "not a valid record"
-    first = errors[0]
-    where = ".".join(str(part) for part in first.get("loc", ())) or "record"
-    return f"{where}: {first.get('msg', 'invalid')}"

@@ -19,7 +19,7 @@ of the same governor (``kind="locks"`` ...); a kind is an id (see :mod:`tai_fsm.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from tai_fsm.records import Event, StateSnapshot
@@ -137,3 +137,6 @@ class CommitResult:
 
     def __len__(self) -> int:
         return len(self.results)
+
+    def __iter__(self) -> Iterator[OpResult]:
+        return iter(self.results)

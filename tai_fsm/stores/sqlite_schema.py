@@ -2,16 +2,17 @@
 
 Tables follow the logical model of DESIGN.md §3, keyed the same way::
 
-    states(governor, id, version, data)                  PRIMARY KEY (governor, id)
+    records(governor, kind, id, version, data)           PRIMARY KEY (governor, kind, id)
     events(governor, stream_id, version, event_id, ts, data)
                                                          PRIMARY KEY (governor, stream_id, version)
     snapshots(governor, stream_id, version, data)        PRIMARY KEY (governor, stream_id, version)
     schema_version(version)
 
-``data`` is the record's JSON (``tai_fsm.codec``) as a BLOB, ``ts`` the event timestamp in
-microseconds since the epoch (UTC) for ``until=`` filters. Two writers of the same event
-version collide on the primary key; the store checks versions inside ``BEGIN IMMEDIATE``
-transactions, so several processes may share one file.
+``kind`` is ``states`` for state records (``locks`` for lock leases, ...). ``data`` is
+the record's stored JSON (:mod:`tai_fsm.stores.recordcodec`) as a BLOB, ``ts`` the event
+timestamp in microseconds since the epoch (UTC) for ``until=`` filters. Two writers of
+the same event version collide on the primary key; the store checks versions inside
+``BEGIN IMMEDIATE`` transactions, so several processes may share one file.
 
 The schema is created on first open. A file written by a newer tai-fsm (a higher
 ``schema_version``) is refused with ``InvalidInput``: opening it could corrupt it.
@@ -19,10 +20,19 @@ The schema is created on first open. A file written by a newer tai-fsm (a higher
 
 from __future__ import annotations
 
+import os
+import resource
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
-from tai_fsm.errors import IntegrityError, InvalidInput, StoreUnavailable, TaiFsmError
+from tai_fsm.errors import (
+    IntegrityError,
+    InvalidInput,
+    StoreFailure,
+    StoreUnavailable,
+    TaiFsmError,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -31,19 +41,20 @@ __all__ = [
     "map_error",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
 
-_TABLES = ("events", "schema_version", "snapshots", "states")
+_TABLES = ("events", "records", "schema_version", "snapshots")
 
 _DDL = (
     "CREATE TABLE schema_version (version INTEGER NOT NULL)",
-    """CREATE TABLE states (
+    """CREATE TABLE records (
         governor TEXT NOT NULL,
+        kind     TEXT NOT NULL,
         id       TEXT NOT NULL,
         version  INTEGER NOT NULL,
         data     BLOB NOT NULL,
-        PRIMARY KEY (governor, id)
+        PRIMARY KEY (governor, kind, id)
     ) WITHOUT ROWID""",
     """CREATE TABLE events (
         governor  TEXT NOT NULL,
@@ -77,11 +88,32 @@ def check_synchronous(value: object) -> str:
     return mode
 
 
-def connect(path: str, *, synchronous: str, busy_timeout: float) -> sqlite3.Connection:
+def connect(
+    path: str,
+    *,
+    synchronous: str,
+    busy_timeout: float,
+    create: bool = True,
+    read_only: bool = False,
+) -> sqlite3.Connection:
     """Open ``path`` (creating parent folders and the schema if needed) in WAL mode with the
     given ``synchronous`` level and busy timeout (seconds). The connection is in autocommit
-    mode (``isolation_level=None``): the store issues its own ``BEGIN``/``COMMIT``."""
+    mode (``isolation_level=None``): the store issues its own ``BEGIN``/``COMMIT``.
+
+    ``create=False``: a missing or empty file is ``StoreFailure("missing")`` — "no store at
+    PATH" — and nothing is created (no folder, no file). ``read_only=True`` implies it and
+    opens the file read-only, also on a read-only medium."""
     memory = path == ":memory:" or path.startswith("file::memory:")
+    if (not create or read_only) and not memory:
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            size = -1
+        if size <= 0:
+            state = "an empty file" if size == 0 else "no such file"
+            raise StoreFailure(f"no store at {path} ({state})", condition="missing")
+    if read_only and not memory:
+        return _connect_read_only(path, busy_timeout)
     if not memory:
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +147,35 @@ def connect(path: str, *, synchronous: str, busy_timeout: float) -> sqlite3.Conn
     return conn
 
 
+def _connect_read_only(path: str, busy_timeout: float) -> sqlite3.Connection:
+    """A read-only connection. A WAL database needs its ``-shm`` file even for reading; on a
+    read-only medium that cannot be created, so the file is then opened as immutable (safe:
+    nothing can write to a read-only medium)."""
+    uri = f"file:{quote(os.path.abspath(path))}"
+    last: sqlite3.Error | None = None
+    for flags in ("?mode=ro", "?mode=ro&immutable=1"):
+        try:
+            conn = sqlite3.connect(
+                uri + flags, uri=True, timeout=busy_timeout, isolation_level=None,
+                check_same_thread=False, cached_statements=256,
+            )
+        except sqlite3.Error as exc:
+            last = exc
+            continue
+        try:
+            _check_schema(conn, path)
+        except sqlite3.Error as exc:
+            conn.close()
+            last = exc
+            continue
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+    assert last is not None
+    raise map_error(last, path, busy_timeout) from None
+
+
 def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:
     if not _has_table(conn, "schema_version"):
         conn.execute("BEGIN IMMEDIATE")
@@ -142,6 +203,16 @@ def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+    _check_schema(conn, path)
+
+
+def _check_schema(conn: sqlite3.Connection, path: str) -> None:
+    if not _has_table(conn, "schema_version"):
+        raise InvalidInput(
+            f"{path} is a SQLite database but not a tai-fsm store (no schema_version table)",
+            field="path",
+            value=path,
+        )
     row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
     found = row[0] if row else None
     if not isinstance(found, int):
@@ -153,8 +224,14 @@ def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:
             field="path",
             value=path,
         )
-    if found < SCHEMA_VERSION:  # no older schema has ever been released
-        raise IntegrityError(f"{path}: unknown tai-fsm schema version {found}")
+    if found < SCHEMA_VERSION:  # schema 1 was a pre-release: events held both states
+        raise InvalidInput(
+            f"{path} has tai-fsm schema version {found}, written by a pre-release of tai-fsm "
+            f"that stored events differently; this tai-fsm reads schema {SCHEMA_VERSION}. "
+            "Re-create the store (export it with the old version first if you need its history)",
+            field="path",
+            value=path,
+        )
     missing = [name for name in _TABLES if not _has_table(conn, name)]
     if missing:
         raise IntegrityError(f"{path}: tai-fsm tables missing: {', '.join(missing)}")
@@ -172,23 +249,36 @@ def map_error(exc: sqlite3.Error, path: str, busy_timeout: float) -> TaiFsmError
 
     * busy / locked (another connection held the write lock past the busy timeout) ->
       ``StoreUnavailable`` (transient: retry with backoff);
-    * other operational errors (I/O error, disk full, read-only file, cannot open) ->
-      ``StoreUnavailable``;
+    * read-only file or medium, disk full, the process's file-size limit, a file that cannot
+      be opened, other I/O errors -> ``StoreFailure`` naming the condition (permanent:
+      retrying cannot help);
     * a damaged file (not a database, malformed image, missing table, constraint broken)
       -> ``IntegrityError``;
-    * anything else -> ``TaiFsmError``."""
+    * other operational errors -> ``StoreUnavailable``; anything else -> ``TaiFsmError``."""
     name = str(getattr(exc, "sqlite_errorname", "") or "")
     text = str(exc)
     lowered = text.lower()
     where = f"SQLite file {path}"
-    if (
-        name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
-        or "locked" in lowered
-        or ("busy" in lowered)
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in lowered or (
+        not name and ("locked" in lowered or "busy" in lowered)
     ):
         return StoreUnavailable(
             f"{where} is locked by another writer (waited {busy_timeout:g}s): {text}"
         )
+    if name.startswith("SQLITE_READONLY") or "readonly" in lowered or "read-only" in lowered:
+        return StoreFailure(
+            f"{where}: the file is read-only (permissions, a read-only mount, or opened "
+            f"read-only); nothing was written ({text})",
+            condition="read_only",
+        )
+    if name == "SQLITE_FULL" or "disk is full" in lowered:
+        return _full(path, where, text)
+    if name.startswith("SQLITE_IOERR") or "disk i/o error" in lowered:
+        return _io_failure(path, where, text)
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open" in lowered:
+        return StoreFailure(f"{where} cannot be opened: {text}", condition="cannot_open")
+    if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in lowered:
+        return IntegrityError(f"{where} is damaged or not a tai-fsm store: {text}")
     if isinstance(exc, sqlite3.OperationalError) and not (
         "no such table" in lowered or "no such column" in lowered
     ):
@@ -196,3 +286,43 @@ def map_error(exc: sqlite3.Error, path: str, busy_timeout: float) -> TaiFsmError
     if isinstance(exc, sqlite3.DatabaseError):
         return IntegrityError(f"{where} is damaged or not a tai-fsm store: {text}")
     return TaiFsmError(f"{where}: {text}")
+
+
+def _file_limit_reached(path: str) -> bool:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft == resource.RLIM_INFINITY:
+        return False
+    sizes = []
+    for suffix in ("", "-wal", "-journal"):
+        try:
+            sizes.append(os.path.getsize(path + suffix))
+        except OSError:
+            pass
+    return any(size + 65_536 >= soft for size in sizes)
+
+
+def _disk_full(path: str) -> bool:
+    try:
+        stats = os.statvfs(os.path.dirname(os.path.abspath(path)) or ".")
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < 1_048_576
+
+
+def _full(path: str, where: str, text: str) -> StoreFailure:
+    if _file_limit_reached(path):
+        return StoreFailure(
+            f"{where}: the file reached the process's file-size limit (ulimit -f); nothing "
+            f"was written ({text})",
+            condition="file_too_large",
+        )
+    return StoreFailure(
+        f"{where}: the disk is full; nothing was written ({text})", condition="disk_full"
+    )
+
+
+def _io_failure(path: str, where: str, text: str) -> StoreFailure:
+    """SQLite reports ENOSPC and EFBIG on some paths as a plain I/O error: tell them apart."""
+    if _file_limit_reached(path) or _disk_full(path):
+        return _full(path, where, text)
+    return StoreFailure(f"{where}: disk I/O error ({text})", condition="io_error")

@@ -128,9 +128,13 @@ def parse_store_url(url: str) -> StoreURL:
     raise _invalid(url, f"unknown scheme {scheme!r}")
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, create: bool = True, read_only: bool = False) -> Store:
     """Open the store ``url`` names (see the module docstring for the forms). SQLite files
-    are opened (and their schema created) at once; Firestore connects lazily."""
+    are opened (and their schema created) at once; Firestore connects lazily.
+
+    ``create=False`` (what read-only commands use): a SQLite file that does not exist or is
+    empty raises ``StoreFailure`` ("no store at PATH") and nothing is created.
+    ``read_only=True``: open for reading only (a SQLite file on a read-only medium works)."""
     parsed = parse_store_url(url)
     if parsed.backend == "memory":
         from tai_fsm.stores.memory import MemoryStore
@@ -139,7 +143,7 @@ def open_store(url: str) -> Store:
     if parsed.backend == "sqlite":
         from tai_fsm.stores.sqlite import SQLiteStore
 
-        return SQLiteStore(**parsed.options)
+        return SQLiteStore(**parsed.options, create=create, read_only=read_only)
     # Firestore: imported only when asked for (google-cloud-firestore is heavy).
     from tai_fsm.stores.firestore import FirestoreStore
 

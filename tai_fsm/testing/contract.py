@@ -28,15 +28,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tai_fsm.codec import MAX_RECORD_BYTES
 from tai_fsm.errors import (
+    IntegrityError,
     InvalidInput,
+    LockNotHeld,
     SerializationError,
     StateNotFound,
     TaiFsmError,
     VersionConflict,
 )
 from tai_fsm.records import AppendResult, ChangeMetadata, Event, StateSnapshot, StoreStats
+from tai_fsm.stores import ops
 from tai_fsm.stores.base import Store
+from tai_fsm.stores.ops import STATES
 
 GOV = "contract"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -618,6 +623,228 @@ async def test_stats_are_exact_per_governor_and_overall(store: Store) -> None:
     await store.delete_state("ga", "s2")
     smaller = await store.get_stats("ga")
     assert smaller.total_states == 1 and 0 < smaller.bytes < ga.bytes
+
+
+# ---------------------------------------------------------------------- the commit primitive
+def _lease(resource: str, fencing_token: int) -> StateSnapshot:
+    return StateSnapshot(id=resource, data={"holder": "c", "fencing_token": fencing_token})
+
+
+async def _state_of(store: Store, kind: str = STATES) -> dict[str, Any]:
+    """Every record of ``kind`` in GOV: id -> (version, data)."""
+    found: dict[str, Any] = {}
+    async for record_id in store.list_records(GOV, kind=kind):
+        stored = await store.read_record(GOV, record_id, kind=kind)
+        found[record_id] = (stored.version, stored.snapshot.data)
+    return found
+
+
+async def test_commit_applies_every_kind_of_operation_together(store: Store) -> None:
+    await store.save_state(GOV, "a", _snap("a", {"balance": 10}))
+    await store.save_state(GOV, "gone", _snap("gone", 1))
+    await store.commit(GOV, [ops.Put("l", _lease("l", 3), 0, kind=ops.LOCKS)])
+    event = _event("s", 1)
+    result = await store.commit(GOV, [
+        ops.Append("s", [event], 0, state=event.to_state),
+        ops.Put("a", _snap("a", {"balance": 7}), expected_version=1),
+        ops.Put("b", _snap("b", {"balance": 3}), expected_version=0),
+        ops.Delete("gone", expected_version=1),
+        ops.Expect("never", 0),
+        ops.Fence("l", 3),
+    ])
+    assert [r.version for r in result] == [1, 2, 1, 0, 0, 3]
+    assert not result.already_applied and not any(r.already_applied for r in result)
+    assert await _state_of(store) == {
+        "a": (2, {"balance": 7}), "b": (1, {"balance": 3}), "s": (1, {"n": 1}),
+    }
+    assert await _versions(store, "s") == [1]
+
+
+FAILING_PRECONDITIONS = [
+    pytest.param(ops.Append("s", [], 5), VersionConflict, id="append-stale-head"),
+    pytest.param(ops.Put("a", _snap("a", 0), expected_version=7), VersionConflict, id="put-stale"),
+    pytest.param(ops.Put("a", _snap("a", 0), expected_version=0), VersionConflict,
+                 id="put-must-not-exist"),
+    pytest.param(ops.Delete("missing"), StateNotFound, id="delete-missing"),
+    pytest.param(ops.Delete("a", expected_version=2), VersionConflict, id="delete-stale"),
+    pytest.param(ops.Expect("a", 2), VersionConflict, id="expect-stale"),
+    pytest.param(ops.Expect("a", 0), VersionConflict, id="expect-absent"),
+    pytest.param(ops.Expect("missing", 1), VersionConflict, id="expect-present"),
+    pytest.param(ops.Fence("l", 2), LockNotHeld, id="fence-taken-over"),
+    pytest.param(ops.Fence("no-lease", 1), LockNotHeld, id="fence-never-issued"),
+]
+
+
+@pytest.mark.parametrize(("failing", "error"), FAILING_PRECONDITIONS)
+async def test_commit_is_all_or_none_for_each_precondition(
+    store: Store, failing: Any, error: type[Exception]
+) -> None:
+    await store.save_state(GOV, "a", _snap("a", {"balance": 10}))
+    await store.commit(GOV, [ops.Put("l", _lease("l", 3), 0, kind=ops.LOCKS)])
+    await _append(store, "s", 1)
+    if isinstance(failing, ops.Append):
+        failing = ops.Append("s", [_event("s", 6)], 5)
+    before = await store.get_stats(GOV)
+    event = _event("t", 1)
+    with pytest.raises(error):
+        await store.commit(GOV, [
+            ops.Append("t", [event], 0, state=event.to_state),
+            ops.Put("b", _snap("b", "new"), expected_version=0),
+            failing,
+        ])
+    assert await store.get_stats(GOV) == before
+    assert await store.stream_version(GOV, "t") == 0
+    assert not await store.exists(GOV, "b")
+    assert (await store.read_state(GOV, "a")).version == 1
+
+
+async def test_commit_names_the_first_failed_precondition(store: Store) -> None:
+    await store.save_state(GOV, "a", _snap("a", 1))
+    await store.save_state(GOV, "b", _snap("b", 1))
+    with pytest.raises(VersionConflict) as caught:
+        await store.commit(GOV, [ops.Expect("a", 1), ops.Expect("b", 4), ops.Expect("a2", 9)])
+    assert (caught.value.doc_id, caught.value.expected, caught.value.actual) == ("b", 4, 1)
+
+
+async def test_retried_commit_is_recognised_not_applied_twice(store: Store) -> None:
+    await store.save_state(GOV, "a", _snap("a", 1))
+    event = _event("s", 1)
+    commit: list[ops.Op] = [
+        ops.Append("s", [event], 0, state=event.to_state), ops.Put("a", _snap("a", 2), 1)
+    ]
+    first = await store.commit(GOV, commit)
+    again = await store.commit(GOV, commit)
+    assert not first.already_applied and again.already_applied
+    assert again[0].version == 1 and again[0].already_applied
+    assert (await store.read_state(GOV, "a")).version == 2
+    assert await _versions(store, "s") == [1]
+    other = _event("s", 1)
+    with pytest.raises(VersionConflict):  # same versions, other events: a real conflict
+        await store.commit(GOV, [ops.Append("s", [other], 0), ops.Put("a", _snap("a", 3), 1)])
+
+
+async def test_concurrent_commits_on_shared_records_have_one_winner(store: Store) -> None:
+    await store.save_state(GOV, "from", _snap("from", {"balance": 10}))
+    await store.save_state(GOV, "to", _snap("to", {"balance": 0}))
+
+    async def transfer(amount: int) -> Any:
+        return await store.commit(GOV, [
+            ops.Put("from", _snap("from", {"balance": 10 - amount}), expected_version=1),
+            ops.Put("to", _snap("to", {"balance": amount}), expected_version=1),
+        ])
+
+    results = await asyncio.gather(*(transfer(n) for n in range(1, 6)), return_exceptions=True)
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1, results
+    assert all(isinstance(r, VersionConflict) for r in results if r not in winners)
+    state = await _state_of(store)
+    assert state["from"][0] == state["to"][0] == 2
+    assert state["from"][1]["balance"] + state["to"][1]["balance"] == 10
+
+
+async def test_records_of_other_kinds_are_kept_apart(store: Store) -> None:
+    await store.save_state(GOV, "x", _snap("x", "state"))
+    await store.commit(GOV, [ops.Put("x", _lease("x", 1), 0, kind=ops.LOCKS)])
+    await store.commit(GOV, [ops.Put("y", _lease("y", 1), 0, kind="inbox")])
+    assert (await store.read_state(GOV, "x")).snapshot.data == "state"
+    assert (await store.read_record(GOV, "x", kind=ops.LOCKS)).snapshot.data["fencing_token"] == 1
+    assert [r async for r in store.list_records(GOV, kind=ops.LOCKS)] == ["x"]
+    assert [r async for r in store.list_states(GOV)] == ["x"]
+    found = await store.batch_read_records(GOV, ["y", "z"], kind="inbox")
+    assert list(found) == ["y"]
+    assert (await store.get_stats(GOV)).total_states == 1
+    await store.commit(GOV, [ops.Delete("x", 1, kind=ops.LOCKS)])
+    with pytest.raises(StateNotFound):
+        await store.read_record(GOV, "x", kind=ops.LOCKS)
+    assert await store.exists(GOV, "x")
+
+
+async def test_commit_rejects_malformed_operations_before_any_write(store: Store) -> None:
+    event = _event("s", 1)
+    cases: list[Any] = [
+        [],
+        ops.Expect("a", 0),  # one op, not a list
+        ["not an op"],
+        [ops.Put("a", _snap("a")), ops.Delete("a")],  # one record twice
+        [ops.Append("s", [event], 0, state=event.to_state), ops.Put("s", _snap("s"))],
+        [ops.Append("s", [event], 0), ops.Append("s", [_event("s", 2)], 1)],
+        [ops.Put("a", "not a snapshot")],  # type: ignore[arg-type]
+        [ops.Put("a/b", _snap("a"))],
+        [ops.Put("a", _snap("a"), kind="bad/kind")],
+        [ops.Put("a", _snap("a"), expected_version=-1)],
+        [ops.Expect("a", True)],
+        [ops.Fence("l", "3")],  # type: ignore[arg-type]
+        [ops.Put("a", _snap("a"), token=5)],  # type: ignore[arg-type]
+        [ops.Put("ok", _snap("ok")), ops.Put("bad", _snap("bad", {"x": float("nan")}))],
+    ]
+    for case in cases:
+        with pytest.raises((InvalidInput, SerializationError)):
+            await store.commit(GOV, case)
+    with pytest.raises(InvalidInput):
+        await store.commit("bad/gov", [ops.Put("a", _snap("a"))])
+    await _assert_empty(store)
+
+
+# ---------------------------------------------------------------------- each state stored once
+async def test_from_state_is_the_previous_to_state(store: Store) -> None:
+    first = _event("s", 1).model_copy(update={"from_state": _snap("s", {"seed": True})})
+    await store.append_events(GOV, "s", [first], expected_version=0)
+    liar = _event("s", 2).model_copy(update={"from_state": _snap("s", {"made": "up"})})
+    await store.append_events(GOV, "s", [liar, _event("s", 3)], expected_version=1)
+    events = [e async for e in store.read_events(GOV, "s")]
+    assert events[0].from_state is not None and events[0].from_state.data == {"seed": True}
+    assert events[1].from_state == events[0].to_state  # stored once, derived on read
+    assert events[2].from_state == events[1].to_state
+    later = [e async for e in store.read_events(GOV, "s", after_version=2)]
+    assert later == events[2:]
+
+
+async def test_large_records_are_stored_as_small_deltas(store: Store) -> None:
+    data = {"text": "x" * 10_000, "n": 0}
+    prior: StateSnapshot | None = None
+    sizes = []
+    for n in range(1, 41):
+        data = {**data, "n": n}
+        event = _event("big", n, data=data)
+        before = (await store.get_stats(GOV)).bytes
+        await store.append_events(
+            GOV, "big", [event], expected_version=n - 1, state=event.to_state, prior=prior
+        )
+        sizes.append((await store.get_stats(GOV)).bytes - before)
+        prior = event.to_state
+    events = [e async for e in store.read_events(GOV, "big")]
+    assert [e.to_state.data["n"] for e in events] == list(range(1, 41))
+    assert all(e.to_state.data["text"] == "x" * 10_000 for e in events)
+    tail = [e async for e in store.read_events(GOV, "big", after_version=37, batch_size=1)]
+    assert [e.version for e in tail] == [38, 39, 40] and tail == events[37:]
+    span = await store.read_event_span(GOV, "big")
+    assert span.last == events[-1]
+    # after the first commit (which also creates the state record, rewritten in place
+    # since), the growth per commit is the event itself: full every 16th, deltas between
+    assert sum(sizes[1:]) / len(sizes[1:]) < 1_500, sizes
+
+
+async def test_a_delta_against_a_wrong_prior_is_detected_on_read(store: Store) -> None:
+    data = {"text": "y" * 5_000, "n": 1}
+    await store.append_events(GOV, "s", [_event("s", 1, data=data)], expected_version=0)
+    wrong = _snap("s", {**data, "extra": True}, version=1)  # not what version 1 holds
+    await store.append_events(
+        GOV, "s", [_event("s", 2, data={**data, "n": 2})], expected_version=1, prior=wrong
+    )
+    with pytest.raises(IntegrityError, match="version 2"):
+        _ = [e async for e in store.read_events(GOV, "s")]
+
+
+async def test_a_record_may_fill_the_document_limit_minus_its_envelope(store: Store) -> None:
+    near = "x" * (MAX_RECORD_BYTES - 2_000)
+    event = _event("s", 1, data=near)
+    await store.append_events(GOV, "s", [event], expected_version=0, state=event.to_state)
+    assert (await store.read_state(GOV, "s")).snapshot.data == near
+    assert [e.to_state.data async for e in store.read_events(GOV, "s")] == [near]
+    over = _event("s", 2, data="x" * MAX_RECORD_BYTES)
+    with pytest.raises(SerializationError):
+        await store.append_events(GOV, "s", [over], expected_version=1, state=over.to_state)
+    assert await store.stream_version(GOV, "s") == 1
 
 
 # ---------------------------------------------------------------------- isolation
