@@ -91,7 +91,7 @@ class Typed(Machine):
         self.data.count += 1
 
     def do_set_extra(self, event: Any) -> None:
-        kind = event.payload.get("kind")
+        kind = str(event.payload.get("kind"))
         if kind in POISONS:
             self.data.extra = POISONS[kind]
         elif kind == "nan_ratio":

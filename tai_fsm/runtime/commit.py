@@ -166,7 +166,11 @@ async def append(
     """Append ``event`` with its state ``record`` at ``expected_version``. Transient store
     errors are retried (``host.transient_policy``) reusing the same event id: a first attempt
     that did land is recognised by the store, never duplicated. ``VersionConflict`` and
-    permanent errors propagate; giving up says how many attempts were made."""
+    permanent errors propagate; giving up says how many attempts were made.
+
+    The event's ``from_state`` is exactly the stream's ``to_state`` at ``expected_version``
+    (the instance's last commit), so it goes along as ``prior``: the store may keep a large
+    record as a delta against it."""
     store = host.store
 
     async def attempt() -> AppendResult:
@@ -177,6 +181,7 @@ async def append(
             expected_version=expected_version,
             state=record,
             token=token,
+            prior=event.from_state,
         )
 
     def warn(attempt_no: int, error: TaiFsmError, wait: float) -> None:

@@ -287,7 +287,7 @@ async def verify_stream(
             last = event
     except (IntegrityError, SerializationError) as exc:
         report.problems.append(f"version {expected} cannot be read: {_unreadable(exc)}")
-        report.broken_version = getattr(exc, "version", None) or expected
+        report.broken_version = expected
         return report
     report.head = expected - 1
     if last is None:
