@@ -19,6 +19,7 @@ __all__ = [
     "DeadlockDetected",
     "DefinitionError",
     "DefinitionProblem",
+    "DiagramError",
     "InstanceExists",
     "IntegrityError",
     "InvalidInput",
@@ -149,6 +150,10 @@ class DefinitionError(TaiFsmError, ValueError):
         self.line = first.line
         self.column = first.column
         super().__init__("\n".join(str(p) for p in problems) or "invalid definition")
+
+
+class DiagramError(TaiFsmError):
+    """A diagram could not be produced (unknown format or state, Graphviz missing/failed)."""
 
 
 class TransitionNotAllowed(TaiFsmError):
