@@ -57,6 +57,7 @@ from tai_fsm.stores.recordcodec import (
     EventDecoder,
     anchor,
     decode_record,
+    encode_event_document,
     encode_record,
 )
 from tai_fsm.stores.seed import SeedAPI, replay_events, span_of
@@ -427,8 +428,6 @@ class Store(SeedAPI, abc.ABC):
     ) -> EventRow | None:
         """The stored row of ``version`` rewritten self-contained (explicit ``from_state``,
         full data), or None when it is already or the stream has no such event."""
-        from tai_fsm import codec
-
         decoder = EventDecoder(governor, stream_id)
         start = anchor(version - 1) - 1 if version > 1 else 0
         rows = await self._event_rows(governor, stream_id, start, version, FULL_EVERY + 1)
@@ -436,7 +435,7 @@ class Store(SeedAPI, abc.ABC):
             if number == version:
                 document = decoder.document(raw, version)
                 event_id = str(document.get("id"))
-                return (version, event_id, ts, codec.dumps(document, what="event"))
+                return (version, event_id, ts, encode_event_document(document, "event"))
             decoder.skip(raw, number)
         return None
 

@@ -20,6 +20,10 @@ used only when applying it gives back exactly the new data (merge patches cannot
 ``1 (mod FULL_EVERY)`` is stored in full, so a reader starts at most ``FULL_EVERY - 1``
 events before the one it wants (:func:`anchor`).
 
+**Every stored row is sealed** with a CRC-32 of its JSON as its first member
+(``{"_crc":"1a2b3c4d",...}``, still valid JSON): a flipped byte or a hand edit is detected on
+read and raises ``IntegrityError`` naming id and version, never returned as data.
+
 Stored event JSON: the ``Event`` fields except ``from_state``; plus ``from_state`` where
 explicit; with a delta, ``to_state`` lacks ``data`` and ``data_patch`` + ``data_base``
 (CRC-32 of the base's sorted JSON) are present.
@@ -46,6 +50,7 @@ __all__ = [
     "corrupt",
     "decode_record",
     "encode_event",
+    "encode_event_document",
     "encode_record",
     "merge_patch",
 ]
@@ -137,12 +142,12 @@ def encode_record(snapshot: StateSnapshot, record_id: str, version: int, what: s
     ``version``; ``SerializationError`` when it is not JSON or over the 1 MiB limit."""
     cached = snapshot._tai_json
     if cached is not None and snapshot.version == version and snapshot.id == record_id:
-        return codec.check_size(cached, what=what)
+        return seal(codec.check_size(cached, what=what))
     _check_native(snapshot, what)
     document = _dump(snapshot, what)
     document["id"] = record_id
     document["version"] = version
-    return codec.check_size(codec.dumps(document, what=what), what=what)
+    return seal(codec.check_size(codec.dumps(document, what=what), what=what))
 
 
 def decode_record(
@@ -190,7 +195,34 @@ def encode_event(
     if prior is not None and version % FULL_EVERY != 1 % FULL_EVERY and not explicit_from:
         _delta(document, prior.data)
     _strip_shared(document)
-    return codec.check_size(codec.dumps(document, what=what), what=what)
+    return seal(codec.check_size(codec.dumps(document, what=what), what=what))
+
+
+def encode_event_document(document: dict[str, Any], what: str) -> bytes:
+    """Store a full event document as is (compaction's self-contained first event)."""
+    return seal(codec.check_size(codec.dumps(document, what=what), what=what))
+
+
+_SEAL = b'{"_crc":"'
+_SEAL_LEN = len(_SEAL) + 10  # the prefix, 8 hex digits, '",'
+
+
+def seal(raw: bytes) -> bytes:
+    """``raw`` (a JSON object) with a CRC-32 of itself as its first member, so any change to
+    a stored row — a flipped byte, a hand edit — is detected on read. Still valid JSON."""
+    return b'%s%08x",%s' % (_SEAL, zlib.crc32(raw), raw[1:])
+
+
+def unseal(raw: bytes) -> bytes | None:
+    """The JSON a row sealed, or None when the row is not sealed or its CRC does not match."""
+    if not raw.startswith(_SEAL) or raw[_SEAL_LEN - 2 : _SEAL_LEN] != b'",':
+        return None
+    body = b"{" + raw[_SEAL_LEN:]
+    try:
+        expected = int(raw[len(_SEAL) : _SEAL_LEN - 2], 16)
+    except ValueError:
+        return None
+    return body if zlib.crc32(body) == expected else None
 
 
 _DEFAULT_METADATA = {"changed_by": "system", "reason": "", "parent_version": None, "context": {}}
@@ -312,8 +344,20 @@ def _load(raw: Any, what: str, governor: str, record_id: str, version: int) -> A
         raw = raw.encode("utf-8", "surrogatepass")
     if not isinstance(raw, bytes | bytearray | memoryview):
         raise corrupt(what, governor, record_id, version, f"not JSON bytes ({type(raw)})")
+    body = unseal(bytes(raw))
+    if body is None:
+        try:
+            orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise corrupt(
+                what, governor, record_id, version, f"not valid JSON ({exc})"
+            ) from None
+        raise corrupt(
+            what, governor, record_id, version,
+            "its checksum does not match its content (the row was changed outside tai-fsm)",
+        )
     try:
-        return orjson.loads(raw)
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise corrupt(what, governor, record_id, version, f"not valid JSON ({exc})") from None
 
