@@ -18,6 +18,7 @@ from tai_fsm.records import AppendResult
 from tai_fsm.runtime.runtime import Runtime
 from tai_fsm.stores.base import Store
 from tai_fsm.stores.memory import MemoryStore
+from tai_fsm.stores.recordcodec import seal, unseal
 from tai_fsm.stores.sqlite import SQLiteStore
 
 GOV = "audit"
@@ -43,17 +44,18 @@ async def test_verify_all_reports_every_instance(store: Store) -> None:
 
 
 def _damage(db: Path) -> None:
-    """b: an event row that is not JSON; c: a payload edited (hash mismatch);
-    d: a state record that is not JSON; e: its whole event log deleted."""
+    """b: an event row that is not JSON; c: a payload forged (the row re-sealed, so only
+    the hash chain can tell); d: a state record that is not JSON; e: its whole event log
+    deleted."""
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE events SET data=? WHERE governor=? AND stream_id='b' AND "
                      "version=3", (b"{not json", GOV))
         (raw,) = conn.execute("SELECT data FROM events WHERE governor=? AND stream_id='c' "
                               "AND version=4", (GOV,)).fetchone()
-        doc = orjson.loads(raw)
+        doc = orjson.loads(unseal(raw))
         doc["payload"] = {"n": 1_000}
         conn.execute("UPDATE events SET data=? WHERE governor=? AND stream_id='c' AND "
-                     "version=4", (orjson.dumps(doc), GOV))
+                     "version=4", (seal(orjson.dumps(doc)), GOV))
         conn.execute("UPDATE records SET data=? WHERE governor=? AND id='d'", (b"\x00", GOV))
         conn.execute("DELETE FROM events WHERE governor=? AND stream_id='e'", (GOV,))
 
