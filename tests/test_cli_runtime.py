@@ -139,6 +139,8 @@ def test_send_and_create_refuse_bad_data_and_write_nothing(cli) -> None:  # type
     assert code == 1 and "--reason" in err and "longer than 1024" in err
     code, _, err = cli("send", "missing", "pay")
     assert code == 1 and "instance 'missing' not found (governor shop)" in err
+    code, _, err = cli("state-at", "o-9", "--version", "99999999999999999999999")
+    assert code == 1 and "--version must be an integer from 1 to" in err
     code, out, _ = cli("history", "o-9", "--json")
     assert [json.loads(line)["version"] for line in out.splitlines()] == [1]
     code, _, err = cli("show", "o-10")

@@ -166,6 +166,8 @@ async def _state_at(args: argparse.Namespace) -> int:
                 "2026-11-28T08:00:00+00:00",
                 field="--time",
             ) from None
+    if args.version is not None:
+        arguments.version(args.version, "--version")
     async with _store(args) as store:
         rebuilt = await rebuild(store, args.governor, args.id, version=args.version, at=at)
         _show_record(rebuilt.record.data, rebuilt.version, args.json, args.id)
