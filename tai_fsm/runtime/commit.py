@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +46,6 @@ from tai_fsm.engine.adapter import CompiledMachine, FireOutcome
 from tai_fsm.errors import (
     PostCommitHookFailed,
     TaiFsmError,
-    TransitionNotAllowed,
     VersionConflict,
 )
 from tai_fsm.records import AppendResult, Event, StateSnapshot, StoredState, utc_now
@@ -55,104 +53,15 @@ from tai_fsm.retry import retry_async
 from tai_fsm.runtime import arguments
 from tai_fsm.runtime.arguments import TriggerArgs
 from tai_fsm.runtime.codec import data_from_json, encode_data, next_timers, record_parts
+from tai_fsm.runtime.core import SYNC, InstanceCore, Queued, cancel, core_of, restore
 from tai_fsm.runtime.events import DEFAULT_METADATA, build_event, snapshot_doc
 from tai_fsm.runtime.host import Host
 
-__all__ = ["Committer", "InstanceCore", "append", "core_of"]
+__all__ = ["Committer", "InstanceCore", "append", "core_of", "restore"]
 
 log = logging.getLogger("tai_fsm.runtime")
 
 _JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
-
-
-class _Marker(threading.local):
-    """The instance whose SYNCHRONOUS callback or hook is running on this thread, if any.
-    Set only around synchronous calls (nothing else can run meanwhile), so a trigger fired
-    there is queued, while tasks those callbacks start, and async hooks once they await,
-    trigger normally."""
-
-    core: InstanceCore | None = None
-
-
-_SYNC = _Marker()
-
-
-@dataclass(slots=True)
-class _Queued:
-    instance: Machine
-    name: str
-    kwargs: dict[str, Any]
-    future: asyncio.Future[Event]
-
-
-class InstanceCore:
-    """Per-instance commit bookkeeping: the last committed record (for rollback and for
-    the next event's ``from_state``), its version, store token, hash and clock. The record
-    is kept as encoded JSON, so nothing a callback, hook or caller mutates can reach it."""
-
-    __slots__ = (
-        "clock",
-        "committed_bytes",
-        "committed_state",
-        "last_hash",
-        "lock",
-        "queue",
-        "timestamp",
-        "token",
-        "version",
-    )
-
-    def __init__(self, stored: StoredState) -> None:
-        self.lock: asyncio.Lock | None = None
-        self.queue: list[_Queued] = []
-        self.load(stored)
-
-    def load(self, stored: StoredState) -> None:
-        snapshot = stored.snapshot
-        _, state, _, _ = record_parts(snapshot.id, snapshot.data)
-        self.committed_state = state
-        self.committed_bytes = compact(orjson.dumps(snapshot.data, option=_JSON_OPTIONS))
-        self.version = stored.version
-        self.token = stored.token
-        self.timestamp = snapshot.timestamp
-        self.clock = snapshot.causality
-        self.last_hash: str | None = snapshot.metadata.context.get("event_hash")
-
-    def load_committed(
-        self, record: StateSnapshot, record_bytes: bytes, version: int, token: str | None
-    ) -> None:
-        """Adopt what this instance just committed (already known to be well-formed)."""
-        self.committed_state = record.data["state"]
-        self.committed_bytes = record_bytes
-        self.version = version
-        self.token = token
-        self.timestamp = record.timestamp
-        self.clock = record.causality
-        self.last_hash = record.metadata.context["event_hash"]
-
-    def committed_record(self) -> dict[str, Any]:
-        """A fresh copy of the committed ``{"machine", "state", "data"[, "timers"]}``."""
-        record: dict[str, Any] = orjson.loads(self.committed_bytes)
-        return record
-
-    def get_lock(self) -> asyncio.Lock:
-        if self.lock is None:
-            self.lock = asyncio.Lock()
-        return self.lock
-
-
-def core_of(instance: Machine) -> InstanceCore:
-    core: InstanceCore | None = getattr(instance, "_tai_core", None)
-    if core is None:
-        raise TaiFsmError(f"{instance!r} is not a live runtime instance")
-    return core
-
-
-def restore(instance: Machine, core: InstanceCore) -> None:
-    """Put the instance back exactly at its last committed state."""
-    instance.state = core.committed_state
-    instance.data = data_from_json(type(instance), core.committed_record()["data"])
-    instance.version = core.version
 
 
 async def append(
@@ -206,7 +115,7 @@ class _Fired:
     event: Event
     record: StateSnapshot
     record_bytes: bytes
-    queued: list[_Queued]
+    queued: list[Queued]
 
 
 class Committer:
@@ -252,13 +161,13 @@ class Committer:
         context: dict[str, Any] | None,
         payload: dict[str, Any] | None,
     ) -> Awaitable[Event]:
-        active = _SYNC.core
+        active = SYNC.core
         if active is not None:
             # fired from a synchronous callback or hook: checked now, committed later
             arguments.trigger_args(name, actor, reason, context, payload)
             kwargs = {"actor": actor, "reason": reason, "context": context, "payload": payload}
             future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-            active.queue.append(_Queued(instance, name, kwargs, future))
+            active.queue.append(Queued(instance, name, kwargs, future))
             return future
         return self._trigger(instance, name, actor, reason, context, payload)
 
@@ -334,14 +243,14 @@ class Committer:
                 result, cancelled = await self._append_shielded(instance, core, fired)
             except VersionConflict as exc:
                 restore(instance, core)
-                _cancel(fired.queued)
+                cancel(fired.queued)
                 stale = True
                 if exc.is_permanent():
                     raise _Stop(exc) from None
                 raise  # retried by the policy, after its backoff
             except BaseException as exc:
                 restore(instance, core)
-                _cancel(fired.queued)
+                cancel(fired.queued)
                 raise _Stop(exc) from None
             core.load_committed(fired.record, fired.record_bytes, fired.event.version,
                                 result.token)
@@ -405,7 +314,7 @@ class Committer:
         restore the instance and drop triggers queued by its callbacks. Callbacks get their
         own copy of the payload; the event records the payload as the caller sent it."""
         start = len(core.queue)
-        _SYNC.core = core
+        SYNC.core = core
         try:
             outcome = self.compiled.fire(instance, args.name, loads(args.payload))
             new_data = encode_data(self.machine_cls, instance.data)[1]
@@ -414,11 +323,11 @@ class Committer:
             )
         except BaseException:
             restore(instance, core)
-            _cancel(core.queue[start:])
+            cancel(core.queue[start:])
             del core.queue[start:]
             raise
         finally:
-            _SYNC.core = None
+            SYNC.core = None
         queued = core.queue[start:]
         del core.queue[start:]
         return _Fired(outcome, event, record, record_bytes, queued)
@@ -479,7 +388,7 @@ class Committer:
         core: InstanceCore,
         outcome: FireOutcome,
         event: Event,
-        queued: list[_Queued],
+        queued: list[Queued],
     ) -> list[BaseException]:
         hooks = self.compiled.post_commit_hooks(outcome)
         if not hooks:
@@ -489,11 +398,11 @@ class Committer:
             hook: Callable[[Event], Any] = getattr(instance, hook_name)
             start = len(core.queue)
             try:
-                _SYNC.core = core  # a sync hook's own triggers are queued ...
+                SYNC.core = core  # a sync hook's own triggers are queued ...
                 try:
                     result = hook(event)
                 finally:
-                    _SYNC.core = None
+                    SYNC.core = None
                 queued.extend(core.queue[start:])
                 del core.queue[start:]
                 if inspect.isawaitable(result):
@@ -510,7 +419,7 @@ class Committer:
                 errors.append(exc)
         return errors
 
-    async def _drain(self, queued: list[_Queued]) -> None:
+    async def _drain(self, queued: list[Queued]) -> None:
         """Commit triggers queued by callbacks/hooks, in order, each as its own event."""
         for item in queued:
             try:
@@ -523,16 +432,3 @@ class Committer:
             else:
                 if not item.future.done():
                     item.future.set_result(event)
-
-
-def _cancel(queued: list[_Queued]) -> None:
-    for item in queued:
-        if not item.future.done():
-            item.future.set_exception(
-                TransitionNotAllowed(
-                    f"queued trigger {item.name!r} dropped: the transition that queued it "
-                    "did not commit",
-                    trigger=item.name,
-                )
-            )
-            item.future.exception()
