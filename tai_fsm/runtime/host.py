@@ -31,7 +31,7 @@ log = logging.getLogger("tai_fsm.runtime")
 #: Conflict retries of one trigger (each after catching up, with full-jitter backoff from
 #: 5 ms doubling to a 0.5 s cap, about 3 s in all): measured with
 #: benchmarks/contention_bench.py, 32 processes x 50 sends on one SQLite instance leave
-#: 0.1% failing (5 retries: 43%, 12: 0.9%).
+#: 0-0.3% failing over several runs (5 retries: 43-53%, 12: 0.7-0.9%).
 DEFAULT_CONFLICT_RETRIES = 16
 #: Retries of one append after a transient store error (backoff from 0.1 s to a 10 s cap).
 DEFAULT_TRANSIENT_RETRIES = 5
