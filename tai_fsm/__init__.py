@@ -37,6 +37,7 @@ from tai_fsm.errors import (
     ConflictResolutionFailed,
     DeadlockDetected,
     DefinitionError,
+    InstanceExists,
     IntegrityError,
     InvalidInput,
     LockNotHeld,
@@ -70,7 +71,7 @@ from tai_fsm.runtime.persister import (
     PersistenceConfig,
     StateMachinePersister,
 )
-from tai_fsm.runtime.runtime import InstanceExists, RecoveryReport, Runtime
+from tai_fsm.runtime.runtime import RecoveryReport, Runtime
 from tai_fsm.stores.base import Store
 from tai_fsm.stores.url import open_store
 
