@@ -43,6 +43,8 @@ Rules:
 from __future__ import annotations
 
 import inspect
+import linecache
+import os
 import types
 import typing
 from typing import Any, get_args, get_origin
@@ -64,7 +66,8 @@ from tai_fsm.definition.declarations import (
     on_enter_committed,
     on_exit,
 )
-from tai_fsm.definition.locations import SourceMap
+from tai_fsm.definition.locations import Key, SourceMap
+from tai_fsm.definition.names import install_names
 from tai_fsm.definition.spec import (
     NESTED_SEPARATOR,
     FieldSpec,
@@ -73,7 +76,9 @@ from tai_fsm.definition.spec import (
     StateSpec,
     TransitionSpec,
 )
+from tai_fsm.definition.triggers import Trigger
 from tai_fsm.definition.validate import validate
+from tai_fsm.definition.yaml_reader import read_machine_file
 from tai_fsm.errors import DefinitionError
 
 __all__ = [
@@ -154,13 +159,29 @@ def _source_map(cls: type) -> SourceMap:
     return source
 
 
-def collect_spec(cls: type) -> MachineSpec | None:
+def collect_spec(cls: type, yaml: str | os.PathLike[str] | None = None) -> MachineSpec | None:
     """The ``MachineSpec`` declared by ``cls``'s own class attributes, merged onto the spec it
-    inherits; None when ``cls`` declares nothing of its own (it keeps the inherited ``spec``).
+    inherits (or, with ``yaml``, onto that file's machine); None when ``cls`` declares
+    nothing of its own (it keeps the inherited ``spec``).
 
     Side effects on ``cls`` (see the module docstring): declarations are replaced by names,
     settings removed, ``data_model`` set from a nested ``Data`` model, ``_tai_source_map``
     set. Raises ``DefinitionError`` with every problem found."""
+    if yaml is None:
+        return _collect(cls, None)
+    if "spec" in vars(cls):
+        raise DefinitionError(f"{cls.__name__} sets 'spec' and yaml=; use one or the other")
+    spec, source = read_machine_file(yaml)
+    cls.source_file = str(yaml)  # type: ignore[attr-defined]
+    extended = _collect(cls, spec)
+    if extended is None:
+        cls._tai_source_map = source  # type: ignore[attr-defined]
+        install_names(cls, spec)
+        return spec
+    return extended
+
+
+def _collect(cls: type, inherited: MachineSpec | None) -> MachineSpec | None:
     own = dict(vars(cls))
     states = {k: v for k, v in own.items() if isinstance(v, State)}
     transitions = {k: v for k, v in own.items() if isinstance(v, Transition | TransitionGroup)}
@@ -170,6 +191,16 @@ def collect_spec(cls: type) -> MachineSpec | None:
         if inspect.isfunction(value) or isinstance(value, staticmethod | classmethod)
         for kind, target in getattr(value, HOOKS_ATTR, ())
     ]
+    clashes = [k for k in (*states, *transitions) if k in _SETTINGS]
+    if clashes:
+        source = _source_map(cls)
+        raise DefinitionError([
+            source.problem(
+                f"{cls.__name__}: {'state' if k in states else 'trigger'} '{k}' is reserved: "
+                f"'{k}' is a machine setting in the class DSL; choose another name"
+            )
+            for k in clashes
+        ])
     settings = {k: own[k] for k in _SETTINGS if k in own}
     model = own.get("data_model")
     nested = own.get("Data")
@@ -187,7 +218,7 @@ def collect_spec(cls: type) -> MachineSpec | None:
         )
     if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
         raise DefinitionError(f"{cls.__name__}.data_model must be a pydantic BaseModel subclass")
-    base = getattr(cls, "spec", None)
+    base = inherited if inherited is not None else getattr(cls, "spec", None)
     collector = _Collector(cls, base if isinstance(base, MachineSpec) else None, source)
     try:
         spec = collector.build(states, transitions, hooks, settings, model)
@@ -206,13 +237,17 @@ def collect_spec(cls: type) -> MachineSpec | None:
         raise DefinitionError(problems)
     for attr in states:
         setattr(cls, attr, attr)
-    for attr in transitions:
-        setattr(cls, attr, attr)
+    for attr, decl in transitions.items():
+        decl.name = attr
+        for member in _members(decl):
+            member.name = attr
+        setattr(cls, attr, Trigger(attr))  # the name on the class, a method on instances
     for attr in settings:
         delattr(cls, attr)
     if model is not None:
         cls.data_model = model  # type: ignore[attr-defined]
     cls._tai_source_map = source  # type: ignore[attr-defined]
+    install_names(cls, spec)  # inherited triggers and states not set above
     return spec
 
 
@@ -280,7 +315,11 @@ class _Collector:
                     all_transitions[index] = current.model_copy(update={kind: extended})
         if self.problems:
             raise self.fail()
-        ordered = tuple(all_transitions[i] for i in trigger_order(all_transitions))
+        order = trigger_order(all_transitions)
+        ordered = tuple(all_transitions[i] for i in order)
+        for position, index in enumerate(order):  # locate each own transition at its line
+            if index >= offset:
+                self.mark(("transition", position), declared[index - offset].declared_at)
         return MachineSpec(
             name=str(settings.get("name", base.name if base else snake_case(self.cls.__name__))),
             version=settings.get("version", base.version if base else 1),
@@ -317,8 +356,18 @@ class _Collector:
         self.problems.append("no initial state; mark one State(initial=True)")
         return ""
 
+    def mark(self, key: Key, declared_at: tuple[str, int] | None) -> None:
+        """Locate ``key`` at the line that declared it (when in the class's own file)."""
+        if declared_at is None or declared_at[0] != self.source.file:
+            return
+        line = declared_at[1]
+        text = linecache.getline(declared_at[0], line)
+        self.source.marks[key] = (line, len(text) - len(text.lstrip()) + 1)
+
     def state(self, name: str, state: State, prefix: str) -> StateSpec:
         path = prefix + name
+        state.path = path
+        self.mark(("state", path), state.declared_at)
         if id(state) in self.paths:
             self.problems.append(
                 f"the same State object is declared as '{self.paths[id(state)]}' and as "

@@ -29,9 +29,9 @@ from transitions.extensions.nesting import (
     NestedTransition,
 )
 
+from tai_fsm.definition.binding import check_class
 from tai_fsm.definition.machine import Machine
 from tai_fsm.definition.spec import NESTED_SEPARATOR, MachineSpec, StateSpec, TransitionSpec
-from tai_fsm.definition.validate import check_callbacks
 from tai_fsm.errors import DefinitionError, TaiFsmError, TransitionNotAllowed
 
 __all__ = ["CompiledMachine", "FireOutcome"]
@@ -144,7 +144,7 @@ class CompiledMachine:
                 f"{machine_cls.__name__} has no machine definition (spec); declare states and "
                 "transitions or subclass fsm.load_machine(path)"
             )
-        problems = check_callbacks(spec, machine_cls)
+        problems = check_class(spec, machine_cls)
         if problems:
             raise DefinitionError(problems)
         self.spec = spec
@@ -277,12 +277,15 @@ class CompiledMachine:
             common -= 1
         return [NESTED_SEPARATOR.join(after[: i + 1]) for i in range(common, len(after))]
 
-    def may_fire(self, instance: Machine, trigger: str) -> bool:
-        """True if ``trigger`` could fire now: a transition exists and its conditions pass.
-        Conditions are evaluated (they must be side-effect free); state is not changed."""
+    def may_fire(
+        self, instance: Machine, trigger: str, payload: dict[str, Any] | None = None
+    ) -> bool:
+        """True if ``trigger`` could fire now: a transition exists and its conditions pass,
+        seeing ``event.payload == payload``. Conditions are evaluated on ``instance`` (pass
+        a copy: the runtime does, see ``runtime.guards``); state is not changed."""
         if trigger not in self._machine.events or instance.state in self._final_states:
             return False
-        return bool(self._machine._can_trigger(instance, trigger))
+        return bool(self._machine._can_trigger(instance, trigger, **(payload or {})))
 
     def available_triggers(self, state: str) -> list[str]:
         """Triggers with a transition from ``state`` (or an ancestor), declaration order."""

@@ -55,6 +55,7 @@ from tai_fsm.runtime.arguments import TriggerArgs
 from tai_fsm.runtime.codec import data_from_json, encode_data, next_timers, record_parts
 from tai_fsm.runtime.core import SYNC, InstanceCore, Queued, cancel, core_of, restore
 from tai_fsm.runtime.events import DEFAULT_METADATA, build_event, snapshot_doc
+from tai_fsm.runtime.guards import may_fire
 from tai_fsm.runtime.host import Host
 
 __all__ = ["Committer", "InstanceCore", "append", "core_of", "restore"]
@@ -171,9 +172,11 @@ class Committer:
             return future
         return self._trigger(instance, name, actor, reason, context, payload)
 
-    def may_trigger(self, instance: Machine, name: str) -> bool:
+    def may_trigger(
+        self, instance: Machine, name: str, payload: dict[str, Any] | None = None
+    ) -> bool:
         core_of(instance)
-        return self.compiled.may_fire(instance, arguments.name(name))
+        return may_fire(self.compiled, instance, name, payload)  # on a copy: runtime.guards
 
     def available_triggers(self, instance: Machine) -> list[str]:
         return self.compiled.available_triggers(instance.state)
