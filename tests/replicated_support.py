@@ -1,0 +1,84 @@
+"""Helpers for the ReplicatedStore tests: stores that can be cut off (a partition), and a
+dump of everything a store holds, to compare copies."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from tai_fsm.errors import StoreUnavailable
+from tai_fsm.stores.base import Store
+from tai_fsm.stores.memory import MemoryStore
+from tai_fsm.stores.sqlite import SQLiteStore
+
+T = TypeVar("T")
+
+KINDS = ("states", "locks", "inbox")
+_HOOKS = (
+    "_read_records", "_list_records", "_list_governors", "_commit", "_event_rows",
+    "_event_versions", "_stream_head", "_list_streams", "_save_snapshot", "_load_snapshot",
+    "_snapshot_versions", "_compact", "_stats",
+)
+
+
+def _partitionable(cls: type[Store]) -> type[Store]:
+    """A subclass of ``cls`` whose every backend hook raises StoreUnavailable while
+    ``down`` is True (as a network partition would)."""
+
+    def wrap(name: str) -> Callable[..., Awaitable[Any]]:
+        original = getattr(cls, name)
+
+        async def hook(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise StoreUnavailable(f"{self.url} is cut off (test partition)")
+            return await original(self, *args, **kwargs)
+
+        return hook
+
+    namespace: dict[str, Any] = {"down": False}
+    namespace.update({name: wrap(name) for name in _HOOKS})
+    return type(f"Partitionable{cls.__name__}", (cls,), namespace)
+
+
+PartitionableMemory: Any = _partitionable(MemoryStore)
+PartitionableSQLite: Any = _partitionable(SQLiteStore)
+
+
+async def dump(store: Store, governors: list[str] | None = None) -> dict[str, Any]:
+    """Everything ``store`` holds, as plain data: per governor, each stream's events, the
+    records of the usual kinds, and each stream's snapshot versions and newest snapshot."""
+    result: dict[str, Any] = {}
+    for governor in governors if governors is not None else await store.list_governors():
+        streams: dict[str, Any] = {}
+        for stream_id in await store.list_streams(governor):
+            events = [
+                e.model_dump(mode="json", exclude={"from_state"})
+                | {"from": None if e.from_state is None else e.from_state.data}
+                async for e in store.read_events(governor, stream_id)
+            ]
+            newest = await store.load_snapshot(governor, stream_id)
+            streams[stream_id] = {
+                "events": events,
+                "snapshots": await store.snapshot_versions(governor, stream_id),
+                "newest": None if newest is None else newest.model_dump(mode="json"),
+            }
+        records: dict[str, Any] = {}
+        for kind in KINDS:
+            ids = [rid async for rid in store.list_records(governor, kind=kind)]
+            found = await store.batch_read_records(governor, ids, kind=kind)
+            records[kind] = {
+                rid: (s.version, s.snapshot.model_dump(mode="json")) for rid, s in found.items()
+            }
+        result[governor] = {"streams": streams, "records": records}
+    return result
+
+
+def copy_sqlite(source: str, target: str) -> None:
+    """Copy a (closed) SQLite store file with SQLite's own backup API."""
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
