@@ -8,7 +8,9 @@ from tai_fsm.consistency import (
     EventualConsistency,
     LastWriteWinsResolver,
     MergeResolver,
+    ReplicatedStore,
     Resolver,
+    SyncReport,
 )
 from tai_fsm.definition import (
     FieldSpec,
@@ -100,6 +102,7 @@ __all__ = [
     "PersistenceConfig",
     "PostCommitHookFailed",
     "RecoveryReport",
+    "ReplicatedStore",
     "Resolver",
     "Runtime",
     "SerializationError",
@@ -113,6 +116,7 @@ __all__ = [
     "StoreStats",
     "StoreUnavailable",
     "StoredState",
+    "SyncReport",
     "TaiFsmError",
     "Timeout",
     "TimeoutSpec",

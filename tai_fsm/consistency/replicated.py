@@ -219,12 +219,12 @@ class ReplicatedStore(Store):
         return await fn(store)
 
     async def _ask(
-        self, fn: Callable[[Store], Awaitable[T]], *, every: bool | None = None
+        self, fn: Callable[[Store], Awaitable[T]], *, every: bool | None = None, start: int = 0
     ) -> list[tuple[int, T]]:
         """``fn(store)`` on every member (``every``, default: ``reads == "all"``) or on the
         first that answers; ``(index, answer)`` of those that answered. Unreachable stores
         are skipped; a replica's other errors are logged and skipped, the primary's raised;
-        ``StoreUnavailable`` when nobody answers."""
+        ``StoreUnavailable`` when nobody answers. ``start``: skip the members before it."""
         if every is None:
             every = self.reads == "all"
         answered: list[tuple[int, T]] = []
@@ -238,7 +238,7 @@ class ReplicatedStore(Store):
                 else:
                     answered.append((index, outcome))
         else:
-            for index in range(len(self.members)):
+            for index in range(start, len(self.members)):
                 try:
                     answered.append((index, await self._call(index, fn)))
                     break
@@ -376,9 +376,12 @@ class ReplicatedStore(Store):
         await self._guard(governor, prepared)
         acting, result = await self._commit_acting(governor, prepared)
         if any(isinstance(p, PreparedAppend | PreparedPut | PreparedDelete) for p in prepared):
+            # members before the acting one were just found unreachable: marked, not retried
+            for index in range(acting):
+                self._mark(index, _keys(governor, prepared))
             await asyncio.gather(*(
                 self._propagate(governor, acting, index, prepared, result)
-                for index in range(len(self.members)) if index != acting
+                for index in range(acting + 1, len(self.members))
             ))
         self._remember(governor, acting, prepared, result)
         if acting == 0:
@@ -410,7 +413,6 @@ class ReplicatedStore(Store):
             log.warning("primary unreachable (%r): committed on %s instead",
                         unreachable, self.members[index].name)
             for key in _keys(governor, prepared):
-                self._stale[0].add(key)
                 if key[1] == EVENTS:
                     self._suspect.add((governor, key[2]))
             return index, result
@@ -674,13 +676,14 @@ class ReplicatedStore(Store):
         except UNREACHABLE:
             if not self.fallback_writes or len(self.members) == 1:
                 raise
-            answers = await self._ask(save, every=False)
+            answers = await self._ask(save, every=False, start=1)
             acting = answers[0][0]
+        key = (governor, EVENTS, stream_id)
+        for index in range(acting):
+            self._mark(index, [key])
         anchor = snapshot.metadata.context.get("event_hash")
-        for index, member in enumerate(self.members):
-            if index == acting:
-                continue
-            key = (governor, EVENTS, stream_id)
+        for index in range(acting + 1, len(self.members)):
+            member = self.members[index]
             try:
                 if isinstance(anchor, str):
                     at = await event_at(member.store, governor, stream_id, version)
