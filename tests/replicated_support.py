@@ -5,14 +5,56 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from tai_fsm.definition import Machine, State
 from tai_fsm.errors import StoreUnavailable
+from tai_fsm.records import Event, StateSnapshot, VectorClock
 from tai_fsm.stores.base import Store
 from tai_fsm.stores.memory import MemoryStore
 from tai_fsm.stores.sqlite import SQLiteStore
 
 T = TypeVar("T")
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+class Tally(Machine):
+    """Counts what it is given; snapshots often, so snapshots live on both branches."""
+
+    name = "tally"
+    snapshot_every = 3
+    snapshot_retention = 3
+
+    open = State(initial=True)
+    closed = State(final=True)
+
+    add = open.to(None, before=["bump"])
+    close = open.to(closed)
+
+    def bump(self, event: Any) -> None:
+        self.data["n"] = int(self.data.get("n", 0)) + int(event.payload.get("by", 1))
+
+
+def event(stream_id: str, version: int, event_id: str, *, node: str = "n", at: float = 0,
+          data: Any = None) -> Event:
+    """A store-level event at ``version`` (no hash chain), ``at`` seconds after T0."""
+    when = T0 + timedelta(seconds=at)
+    clock = VectorClock(clocks={node: version})
+    return Event(
+        id=event_id, stream_id=stream_id, version=version, action="set",
+        to_state=StateSnapshot(id=stream_id, data=data, version=version, timestamp=when,
+                               causality=clock),
+        payload={"by": node}, timestamp=when, causality=clock,
+    )
+
+
+async def append(store: Store, governor: str, *events: Event) -> None:
+    """Append ``events`` at their versions, with the state record, as the runtime does."""
+    await store.append_events(
+        governor, events[0].stream_id, list(events), expected_version=events[0].version - 1,
+        state=events[-1].to_state,
+    )
 
 KINDS = ("states", "locks", "inbox")
 _HOOKS = (

@@ -9,33 +9,14 @@ it happened, the other branch listed in a ``@resolve`` event."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from replicated_support import PartitionableSQLite, copy_sqlite, dump
+from replicated_support import PartitionableSQLite, Tally, copy_sqlite, dump
 
 import tai_fsm as fsm
 from tai_fsm.consistency.divergence import RESOLVE_ACTION
-from tai_fsm.definition import Machine, State
 from tai_fsm.stores.sqlite import SQLiteStore
 
 GOV = "shop"
-
-
-class Tally(Machine):
-    """Counts what it is given; snapshots often, so snapshots live on both branches."""
-
-    name = "tally"
-    snapshot_every = 3
-    snapshot_retention = 3
-
-    open = State(initial=True)
-    closed = State(final=True)
-
-    add = open.to(None, before=["bump"])
-    close = open.to(closed)
-
-    def bump(self, event: Any) -> None:
-        self.data["n"] = int(self.data.get("n", 0)) + int(event.payload.get("by", 1))
 
 
 async def _add(rt: fsm.Runtime, tally_id: str, by: int, actor: str) -> None:

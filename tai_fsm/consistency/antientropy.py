@@ -21,6 +21,7 @@ from tai_fsm.consistency.reconcile import (
     reconcile_stream,
 )
 from tai_fsm.errors import OperationTimeout, StoreUnavailable, TaiFsmError
+from tai_fsm.stores.ops import STATES
 
 __all__ = ["EVENTS", "SyncFailure", "SyncReport", "run_sync"]
 
@@ -130,8 +131,9 @@ async def run_sync(
             )
         except TaiFsmError as exc:
             report.failures.append(SyncFailure(EVENTS, stream_id, repr(exc)))
+    failed_streams = {f.id for f in report.failures if f.kind == EVENTS}
     for kind in kinds:
-        await _sync_kind(reached, governor, kind, consistency, report)
+        await _sync_kind(reached, governor, kind, consistency, report, failed_streams)
     return report
 
 
@@ -141,6 +143,7 @@ async def _sync_kind(
     kind: str,
     consistency: EventualConsistency,
     report: SyncReport,
+    failed_streams: set[str],
 ) -> None:
     try:
         listed = await asyncio.gather(
@@ -150,6 +153,8 @@ async def _sync_kind(
         report.failures.append(SyncFailure(kind, "*", repr(exc)))
         return
     ids = sorted({record_id for found in listed for record_id in found})
+    if kind == STATES:  # the state record of a stream that failed goes with the stream
+        ids = [record_id for record_id in ids if record_id not in failed_streams]
     report.records_checked += len(ids)
     for start in range(0, len(ids), _BATCH):
         batch = ids[start : start + _BATCH]

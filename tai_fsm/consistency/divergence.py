@@ -21,6 +21,10 @@ Resolving two branches ``X`` and ``Y`` after their common prefix:
    action ``@resolve`` (:func:`resolve_events`): nothing is silently dropped, the audit log
    shows every transition.
 
+More than two branches (three stores diverged three ways) are settled at once the same way:
+the resolver folds all heads in a canonical order, one branch is kept, and one ``@resolve``
+lists every event of the others that the kept branch lacks.
+
 Everything in a ``@resolve`` event is derived from the two branches only (its id, timestamp,
 clock, payload), so every replica that resolves the same branches builds the same event,
 byte for byte — the result does not depend on which side resolves first.
@@ -153,67 +157,73 @@ def resolve_branches(
     resolver_name: str | None = None,
 ) -> Resolved:
     """The one history that every copy of ``stream_id`` converges to, given each copy's
-    events after version ``base`` (``branches``; empty ones and duplicates are fine).
+    events after version ``base`` (``branches``; empty ones, duplicates and prefixes of
+    others are fine).
 
-    The branches are folded in a canonical order (:func:`_compare_branches`), so the result
-    does not depend on the order they are given in. Raises what the resolver raises
-    (``ConflictResolutionFailed`` from a causality-aware resolver without a merge)."""
+    Branches already covered by another (every event present in it or listed by one of its
+    ``@resolve`` events) are dropped. Of the rest, the resolver folds the heads' states in a
+    canonical order (:func:`_compare_branches`, as ``EventualConsistency.resolve_all``
+    does), so the result does not depend on the order the branches are given in: the
+    branch whose head it picked is kept (on a merge: the last-write-wins branch), and one
+    ``@resolve`` event lists every event of the other branches that the kept one lacks.
+    Raises what the resolver raises (``ConflictResolutionFailed`` from a causality-aware
+    resolver without a merge function)."""
     distinct: dict[tuple[str, ...], list[Event]] = {}
     for branch in branches:
         events = list(branch)
-        distinct.setdefault(tuple(event.id for event in events), events)
-    candidates = [events for events in distinct.values() if events]
+        if events:
+            distinct.setdefault(tuple(event.id for event in events), events)
+    found = list(distinct.values())
+    covered = {
+        n: {m for m, other in enumerate(found) if m != n and _covers(other, found[n])}
+        for n in range(len(found))
+    }
+    candidates = sorted(  # canonical order: the last-write-wins winner last
+        (events for n, events in enumerate(found)
+         if not any(n not in covered[m] for m in covered[n])),
+        key=_BRANCH_KEY,
+    )
     if not candidates:
         return Resolved(base, [])
-    ordered = sorted(candidates, key=_BRANCH_KEY)
-    name = resolver_name or repr(resolver)
-    result = Resolved(base, ordered[0])
-    for branch in ordered[1:]:
-        result = _merge_two(stream_id, result, branch, resolver, name)
-    return result
-
-
-def _merge_two(
-    stream_id: str, current: Resolved, other: list[Event], resolver: Resolver, name: str
-) -> Resolved:
-    x, y = current.events, other
-    shared = common_prefix(x, y)
-    if shared == len(y):
-        return current
-    if shared == len(x):
-        return Resolved(current.base, y, current.resolutions)
-    x_rest, y_rest = x[shared:], y[shared:]
-    x_covers = covered_ids(x_rest)
-    if all(event.id in x_covers for event in y_rest):
-        return current
-    y_covers = covered_ids(y_rest)
-    if all(event.id in y_covers for event in x_rest):
-        return Resolved(current.base, y, current.resolutions)
-    a, b = _head_state(x[-1]), _head_state(y[-1])
-    picked = resolver.resolve(a, b)
-    choice = "kept"
-    if picked == a and picked == b:  # equal heads: either pick is right; make it canonical
-        keep_x = _compare_branches(x, y) >= 0
-    elif picked == a:
-        keep_x = True
-    elif picked == b:
-        keep_x = False
-    else:  # a merge: keep the last-write-wins branch, the merge becomes the new state
-        keep_x = _compare_branches(x, y) >= 0
-        choice = "merged"
-    kept, lost = (x, y_rest) if keep_x else (y, x_rest)
-    fork = current.base + shared
-    state = None if choice == "kept" else picked
-    appended = resolve_events(stream_id, fork, kept[shared:], lost, state, name)
+    if len(candidates) == 1:
+        return Resolved(base, candidates[0])
+    heads = [_head_state(events[-1]) for events in candidates]
+    picked = heads[0]
+    for head in heads[1:]:
+        picked = resolver.resolve(picked, head)
+    matching = [n for n, head in enumerate(heads) if head == picked]
+    kept = candidates[matching[-1] if matching else -1]
+    losing = [events for events in candidates if events is not kept]
+    kept_ids = {event.id for event in kept}
+    shared = min(common_prefix(kept, events) for events in losing)
+    lost: dict[str, Event] = {}
+    for events in losing:
+        for event in events:
+            if event.id not in kept_ids:
+                lost.setdefault(event.id, event)
+    listed = sorted(lost.values(), key=lambda event: (event.version, event.id))
+    fork = base + shared
+    merged = None if matching else picked
+    appended = resolve_events(
+        stream_id, fork, kept[shared:], [events[-1] for events in losing], listed, merged,
+        resolver_name or repr(resolver),
+    )
     resolution = Resolution(
         stream_id=stream_id,
         fork_version=fork,
         kept_head=(kept[-1].version, kept[-1].id),
-        discarded=tuple(event.id for event in lost),
+        discarded=tuple(event.id for event in listed),
         resolve_ids=tuple(event.id for event in appended),
-        choice=choice,
+        choice="kept" if merged is None else "merged",
     )
-    return Resolved(current.base, [*kept, *appended], [*current.resolutions, resolution])
+    return Resolved(base, [*kept, *appended], [resolution])
+
+
+def _covers(branch: Sequence[Event], other: Sequence[Event]) -> bool:
+    """Whether every event of ``other`` is in ``branch`` or listed by its ``@resolve``
+    events (``other`` is then already part of ``branch``'s history)."""
+    covered = covered_ids(branch)
+    return all(event.id in covered for event in other)
 
 
 # ---------------------------------------------------------------------- @resolve events
@@ -259,8 +269,8 @@ def _chunks(listed: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return parts
 
 
-def _resolve_id(stream_id: str, fork: int, kept_head: str, lost_head: str, part: int) -> str:
-    key = orjson.dumps([stream_id, fork, kept_head, lost_head, part])
+def _resolve_id(stream_id: str, fork: int, kept_head: str, lost_heads: list[str], part: int) -> str:
+    key = orjson.dumps([stream_id, fork, kept_head, sorted(lost_heads), part])
     return f"resolve-{hashlib.sha256(key).hexdigest()[:40]}"
 
 
@@ -268,26 +278,30 @@ def resolve_events(
     stream_id: str,
     fork: int,
     kept: Sequence[Event],
+    lost_heads: Sequence[Event],
     lost: Sequence[Event],
     merged: StateSnapshot | None,
     resolver_name: str,
 ) -> list[Event]:
-    """The ``@resolve`` event(s) appended on top of the ``kept`` branch (events after
-    ``fork``), listing every event of the ``lost`` branch (usually one event; more when the
-    listing would exceed ``MAX_LISTED_BYTES``).
+    """The ``@resolve`` event(s) appended on top of the ``kept`` branch (its events after
+    ``fork``), listing every event of ``lost`` (the other branches' events the kept one
+    lacks; ``lost_heads``: those branches' heads). Usually one event; more when the listing
+    would exceed ``MAX_LISTED_BYTES``.
 
     The last one's ``to_state`` is the resolved state: the kept head's data, or ``merged``'s
-    when the resolver merged. Timestamp: the later of the two heads'; clock: the merge of
-    both heads' clocks (and the merge's), so the result descends both branches. Id, hash and
-    payload are functions of the two branches only."""
-    head, lost_head = kept[-1], lost[-1]
-    timestamp = max(head.timestamp, lost_head.timestamp)
-    clock = head.causality.merge(lost_head.causality)
+    when the resolver merged. Timestamp: the latest of the heads'; clock: the merge of every
+    head's clock (and the merge's), so the result descends every branch. Id, hash and
+    payload are functions of the branches only."""
+    head = kept[-1]
+    timestamp = max(event.timestamp for event in (head, *lost_heads))
+    clock = head.causality
+    for other in lost_heads:
+        clock = clock.merge(other.causality)
     if merged is not None:
         clock = clock.merge(merged.causality)
     data = head.to_state.data if merged is None else merged.data
-    listed = [describe_event(event) for event in lost]
-    parts = _chunks(listed)
+    parts = _chunks([describe_event(event) for event in lost])
+    lost_ids = [event.id for event in lost_heads]
     events: list[Event] = []
     previous = head
     for number, part in enumerate(parts, start=1):
@@ -316,7 +330,7 @@ def resolve_events(
             causality=clock,
         )
         event = Event(
-            id=_resolve_id(stream_id, fork, head.id, lost_head.id, number),
+            id=_resolve_id(stream_id, fork, head.id, lost_ids, number),
             stream_id=stream_id,
             version=version,
             action=RESOLVE_ACTION,
