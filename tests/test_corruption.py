@@ -1,0 +1,189 @@
+"""Damage applied to a real SQLite file: each kind must raise ``IntegrityError`` on read (or be
+reported by ``verify``) naming the instance and version — never come back as silently wrong
+data. The damage is done with plain ``sqlite3`` behind the store's back, as a disk fault, a
+bad restore or a hand edit would."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from rt_machines import Counter
+
+from tai_fsm.errors import IntegrityError, TaiFsmError
+from tai_fsm.runtime.runtime import Runtime
+from tai_fsm.stores.recordcodec import seal, unseal
+from tai_fsm.stores.sqlite import SQLiteStore
+
+GOV = "default"
+
+
+async def _history(path: Path, events: int = 30) -> None:
+    async with Runtime(SQLiteStore(path), [Counter]) as rt:
+        for name in ("c0", "c1"):
+            counter = await rt.create("counter", name)
+            for _ in range(events - 1):
+                await counter.trigger("increment")
+
+
+def _sql(path: Path, statement: str, *args: Any) -> list[Any]:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        return conn.execute(statement, args).fetchall()
+    finally:
+        conn.close()
+
+
+def _edit_row(path: Path, table: str, where: str, change: Callable[[dict[str, Any]], None],
+              *, reseal: bool) -> None:
+    """Decode one row's JSON, change it, store it back (re-sealed like a forger would, or not,
+    like a hand edit)."""
+    (raw,) = _sql(path, f"SELECT data FROM {table} WHERE {where}")[0]
+    body = unseal(raw) if raw.startswith(b'{"_crc"') else raw
+    assert body is not None
+    document = orjson.loads(body)
+    change(document)
+    edited = orjson.dumps(document)
+    _sql(path, f"UPDATE {table} SET data = ? WHERE {where}", seal(edited) if reseal else edited)
+
+
+def _truncate_half(path: Path) -> None:
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
+async def _read_all(path: Path, instance: str) -> list[Any]:
+    async with SQLiteStore(path) as store:
+        return [e async for e in store.read_events(GOV, instance)]
+
+
+def _names(error: BaseException, instance: str, version: int) -> None:
+    text = str(error)
+    assert repr(instance) in text and f"version {version}" in text, text
+
+
+async def test_a_flipped_byte_in_an_event_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    await _history(path)
+    (raw,) = _sql(path, "SELECT data FROM events WHERE stream_id = 'c0' AND version = 12")[0]
+    flipped = bytearray(raw)
+    flipped[len(raw) // 2] ^= 0x01
+    _sql(path, "UPDATE events SET data = ? WHERE stream_id = 'c0' AND version = 12",
+         bytes(flipped))
+    with pytest.raises(IntegrityError) as caught:
+        await _read_all(path, "c0")
+    _names(caught.value, "c0", 12)
+    assert len(await _read_all(path, "c1")) == 30  # the other instance is untouched
+
+
+@pytest.mark.parametrize("field", ["payload", "action", "timestamp"])
+async def test_a_hand_edited_event_is_named_on_read(tmp_path: Path, field: str) -> None:
+    path = tmp_path / "s.db"
+    await _history(path)
+    values = {"payload": {"amount": 10**6}, "action": "stop", "timestamp": "2020-01-01T00:00:00Z"}
+    _edit_row(path, "events", "stream_id = 'c0' AND version = 7",
+              lambda doc: doc.__setitem__(field, values[field]), reseal=False)
+    with pytest.raises(IntegrityError) as caught:
+        await _read_all(path, "c0")
+    _names(caught.value, "c0", 7)
+
+
+async def test_a_forged_event_breaks_the_hash_chain_at_its_version(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    await _history(path)
+    _edit_row(path, "events", "stream_id = 'c0' AND version = 7",
+              lambda doc: doc.__setitem__("payload", {"forged": True}), reseal=True)
+    async with Runtime(SQLiteStore(path), [Counter]) as rt:
+        report = await rt.verify("c0")
+        assert not report.ok and report.broken_version == 7
+        assert (await rt.verify("c1")).ok
+
+
+async def test_a_deleted_event_is_a_named_gap(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    await _history(path)
+    _sql(path, "DELETE FROM events WHERE stream_id = 'c0' AND version = 9")
+    with pytest.raises(IntegrityError) as caught:
+        await _read_all(path, "c0")
+    _names(caught.value, "c0", 10)
+    assert "version 9 is missing" in str(caught.value)
+
+
+async def test_swapped_event_versions_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    await _history(path)
+    _sql(path, "UPDATE events SET version = -1 WHERE stream_id = 'c0' AND version = 4")
+    _sql(path, "UPDATE events SET version = 4 WHERE stream_id = 'c0' AND version = 5")
+    _sql(path, "UPDATE events SET version = 5 WHERE stream_id = 'c0' AND version = -1")
+    with pytest.raises(IntegrityError) as caught:
+        await _read_all(path, "c0")
+    _names(caught.value, "c0", 4)
+
+
+async def test_a_hand_edited_state_record_is_named_by_get(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    await _history(path)
+    _edit_row(path, "records", "kind = 'states' AND id = 'c0'",
+              lambda doc: doc["data"]["data"].__setitem__("n", 999), reseal=False)
+    async with Runtime(SQLiteStore(path), [Counter]) as rt:
+        with pytest.raises(IntegrityError) as caught:
+            await rt.get("c0")
+        _names(caught.value, "c0", 30)
+        assert (await rt.get("c1")).data == {"n": 29}
+
+
+async def test_a_forged_state_record_is_reported_by_verify(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    await _history(path)
+    _edit_row(path, "records", "kind = 'states' AND id = 'c0'",
+              lambda doc: doc["data"]["data"].__setitem__("n", 999), reseal=True)
+    async with Runtime(SQLiteStore(path), [Counter]) as rt:
+        report = await rt.verify("c0")
+        assert not report.ok and report.broken_version == 30
+        with pytest.raises(IntegrityError):
+            await rt.recover("c0")
+
+
+async def test_swapped_state_record_ids_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    await _history(path)
+    _sql(path, "UPDATE records SET id = 'tmp' WHERE id = 'c0'")
+    _sql(path, "UPDATE records SET id = 'c0' WHERE id = 'c1'")
+    _sql(path, "UPDATE records SET id = 'c1' WHERE id = 'tmp'")
+    async with Runtime(SQLiteStore(path), [Counter]) as rt:
+        for name in ("c0", "c1"):
+            with pytest.raises(IntegrityError) as caught:
+                await rt.get(name)
+            assert f"id {name!r}" in str(caught.value)
+
+
+async def test_a_hand_edited_snapshot_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    await _history(path)
+    async with Runtime(SQLiteStore(path), [Counter]) as rt:
+        await rt.snapshot(await rt.get("c0"))
+    versions = [v for (v,) in _sql(path, "SELECT version FROM snapshots WHERE stream_id = 'c0'")]
+    assert versions == [30]
+    _edit_row(path, "snapshots", f"stream_id = 'c0' AND version = {versions[-1]}",
+              lambda doc: doc["data"]["data"].__setitem__("n", -5), reseal=False)
+    async with SQLiteStore(path) as store:
+        with pytest.raises(IntegrityError) as caught:
+            await store.load_snapshot(GOV, "c0")
+        _names(caught.value, "c0", versions[-1])
+
+
+async def test_a_truncated_file_is_never_read_as_data(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    await _history(path, events=200)
+    _sql(path, "PRAGMA wal_checkpoint(TRUNCATE)")
+    _truncate_half(path)
+    with pytest.raises(TaiFsmError) as caught:
+        async with SQLiteStore(path) as store:
+            for name in ("c0", "c1"):
+                [e async for e in store.read_events(GOV, name)]
+                await store.read_state(GOV, name)
+    assert isinstance(caught.value, IntegrityError), caught.value
