@@ -20,13 +20,12 @@ from tai_fsm.consistency.reconcile import (
     reconcile_snapshots,
     reconcile_stream,
 )
+from tai_fsm.consistency.tracking import EVENTS
 from tai_fsm.errors import OperationTimeout, StoreUnavailable, TaiFsmError
 from tai_fsm.stores.ops import STATES
 
 __all__ = ["EVENTS", "SyncFailure", "SyncReport", "run_sync"]
 
-#: The ``kind`` a failure of a whole stream is reported under.
-EVENTS = "@events"
 _BATCH = 500
 _UNREACHABLE = (StoreUnavailable, OperationTimeout)
 
