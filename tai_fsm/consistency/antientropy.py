@@ -72,9 +72,10 @@ class SyncReport:
         return bool(self.copies or self.resolutions or self.records or self.snapshots)
 
     def summary(self) -> str:
-        """One line: ``governor 'g': 3 streams, 2 records checked; 1 copied, 1 resolved, ...``."""
+        """One line: ``governor 'g': 3 streams, 2 records checked; 1 stream copies written,
+        ...``."""
         parts = [
-            f"{len(self.copies)} stream copies repaired",
+            f"{len(self.copies)} stream copies written",
             f"{len(self.resolutions)} divergences resolved",
             f"{len(self.records)} records repaired",
             f"{len(self.snapshots)} snapshots copied",
