@@ -344,3 +344,21 @@ async def test_sync_checks_its_arguments() -> None:
     with pytest.raises(InvalidInput):
         await rs.sync(GOV, kinds="states")
     assert (await rs.sync(GOV)).ok
+
+
+async def test_a_copy_whose_clock_another_has_seen_past_never_wins() -> None:
+    """Last-write-wins compares wall clocks; a stale copy with a skewed, later timestamp
+    must still lose to the copy whose vector clock has seen it."""
+    primary, replica = MemoryStore(), MemoryStore()
+    old = snap("r", "old", seconds=50).model_copy(
+        update={"causality": fsm.VectorClock(clocks={"a": 1})}
+    )
+    new = snap("r", "new", seconds=10).model_copy(
+        update={"causality": fsm.VectorClock(clocks={"a": 2})}
+    )
+    await primary.save_state(GOV, "r", old)
+    await primary.save_state(GOV, "r", new)
+    await replica.save_state(GOV, "r", old)
+    stored = await ReplicatedStore(primary, replica).read_state(GOV, "r")
+    assert (stored.version, stored.snapshot.data) == (2, "new")
+    assert (await replica.read_state(GOV, "r")).snapshot.data == "new"

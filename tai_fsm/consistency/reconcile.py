@@ -431,7 +431,8 @@ async def reconcile_records(
     repairs made and the records that could not be repaired.
 
     The agreed content is the resolver's pick among the copies (``resolve_all``: the same
-    whatever the order), its clock merged with every copy's so it descends all of them.
+    whatever the order) that no other copy's clock has seen past, its clock merged with
+    every copy's so it descends all of them.
     The agreed version is the highest present if every copy at that version already holds
     that content, else one more; each member is brought to it by writes of the agreed
     content. A record present on some members and absent on others is copied: without
@@ -450,7 +451,8 @@ async def reconcile_records(
         ):
             agreed[record_id] = first
             continue
-        winner = consistency.resolve_all([h.snapshot for h in present])
+        candidates = _undominated([h.snapshot for h in present])
+        winner = consistency.resolve_all(candidates)
         clock = merged_clock([h.snapshot for h in present])
         target = winner if clock == winner.causality else winner.model_copy(
             update={"causality": clock}
@@ -471,6 +473,19 @@ async def reconcile_records(
                 continue
             repairs.append(RecordRepair(kind, record_id, member.name, current, version))
     return agreed, repairs, failures
+
+
+def _undominated(snapshots: list[StateSnapshot]) -> list[StateSnapshot]:
+    """The copies no other copy's vector clock has seen past: a copy whose clock happened
+    before another's is merely stale, not in conflict, so the resolver never sees it (with
+    last-write-wins, a skewed wall clock could otherwise make it win). Copies without a
+    clock are all kept: their order is unknown."""
+    return [
+        s for s in snapshots
+        if not s.causality.clocks or not any(
+            o.causality.clocks and s.causality.happened_before(o.causality) for o in snapshots
+        )
+    ]
 
 
 async def _bring_record(
