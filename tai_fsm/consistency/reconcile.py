@@ -164,9 +164,10 @@ def _check_dense(stream_id: str, after: int, upto: int, events: Sequence[Event])
         )
 
 
-async def _view(member: Member, governor: str, stream_id: str) -> _View:
+async def _view(member: Member, governor: str, stream_id: str, head: int | None) -> _View:
     store = member.store
-    head = await store.stream_version(governor, stream_id)
+    if head is None:
+        head = await store.stream_version(governor, stream_id)
     head_event = await event_at(store, governor, stream_id, head)
     return _View(member, head, None if head_event is None else head_event.id)
 
@@ -205,13 +206,18 @@ async def reconcile_stream(
     stream_id: str,
     consistency: EventualConsistency,
     *,
+    heads: Sequence[int] | None = None,
     resolver_name: str | None = None,
 ) -> StreamOutcome:
-    """Bring every member's copy of ``stream_id`` to one history (module docstring).
+    """Bring every member's copy of ``stream_id`` to one history (module docstring);
+    ``heads``: the members' head versions when the caller has just read them.
     Raises ``ConflictResolutionFailed`` when the resolver refuses, ``InvalidInput`` when a
     losing copy lives on a store that cannot be rewound (nothing is written then), and the
     stores' own errors."""
-    views = list(await asyncio.gather(*(_view(m, governor, stream_id) for m in members)))
+    known = list(heads) if heads is not None else [None] * len(members)
+    views = list(await asyncio.gather(
+        *(_view(m, governor, stream_id, h) for m, h in zip(members, known, strict=True))
+    ))
     outcome = StreamOutcome(stream_id, head=max(v.head for v in views))
     if len({(v.head, v.head_id) for v in views}) == 1:
         return outcome

@@ -138,9 +138,15 @@ class ReplicaSet:
         log.error("%s (%s) failed a read, skipped: %r",
                   self.members[index].name, self.members[index].store.url, error)
 
-    async def _reconcile(self, governor: str, stream_id: str, members: list[Member]) -> int:
-        """Reconcile ``stream_id`` across ``members``; its agreed head."""
-        outcome = await reconcile_stream(members, governor, stream_id, self.consistency)
+    async def _reconcile(
+        self, governor: str, stream_id: str, members: list[Member],
+        heads: Sequence[int] | None = None,
+    ) -> int:
+        """Reconcile ``stream_id`` across ``members`` (``heads``: as just read); the agreed
+        head."""
+        outcome = await reconcile_stream(
+            members, governor, stream_id, self.consistency, heads=heads
+        )
         for copy in outcome.copies:
             log.info("read-repair: %s", copy)
         for resolution in outcome.resolutions:
@@ -210,7 +216,7 @@ class ReplicaSet:
             answers = await self._ask(stream_head, every=True)
             members = [self.members[i] for i, _ in answers]
             if len(members) > 1:
-                await self._reconcile(governor, stream_id, members)
+                await self._reconcile(governor, stream_id, members, [h for _, h in answers])
                 if len(members) == len(self.members):
                     self._tracker.suspect.discard((governor, stream_id))
             prev_hash = item.events[0].prev_hash

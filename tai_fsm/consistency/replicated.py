@@ -270,7 +270,8 @@ class ReplicatedStore(ReplicaSet, Store):
         index, head = answers[0]
         if len(answers) > 1:
             head = await self._reconcile(
-                governor, stream_id, [self.members[i] for i, _ in answers]
+                governor, stream_id, [self.members[i] for i, _ in answers],
+                [h for _, h in answers],
             )
             if len(answers) == len(self.members):
                 self._tracker.clear((governor, EVENTS, stream_id))
