@@ -64,21 +64,25 @@ _HOOKS = (
 )
 
 
+_WRITES = ("_commit", "_save_snapshot", "_compact")
+
+
 def _partitionable(cls: type[Store]) -> type[Store]:
     """A subclass of ``cls`` whose every backend hook raises StoreUnavailable while
-    ``down`` is True (as a network partition would)."""
+    ``down`` is True (as a network partition would); with ``writes_down``, only its writes
+    (a connection lost mid-way)."""
 
     def wrap(name: str) -> Callable[..., Awaitable[Any]]:
         original = getattr(cls, name)
 
         async def hook(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if self.down:
+            if self.down or (self.writes_down and name in _WRITES):
                 raise StoreUnavailable(f"{self.url} is cut off (test partition)")
             return await original(self, *args, **kwargs)
 
         return hook
 
-    namespace: dict[str, Any] = {"down": False}
+    namespace: dict[str, Any] = {"down": False, "writes_down": False}
     namespace.update({name: wrap(name) for name in _HOOKS})
     return type(f"Partitionable{cls.__name__}", (cls,), namespace)
 

@@ -362,3 +362,58 @@ async def test_a_copy_whose_clock_another_has_seen_past_never_wins() -> None:
     stored = await ReplicatedStore(primary, replica).read_state(GOV, "r")
     assert (stored.version, stored.snapshot.data) == (2, "new")
     assert (await replica.read_state(GOV, "r")).snapshot.data == "new"
+
+
+async def test_an_interrupted_sync_is_finished_by_the_next_one() -> None:
+    """The losing copy is rewritten first (atomically); if the winner then cannot take its
+    @resolve event, the winner is merely behind, and the next sync copies it over."""
+    winner, loser = PartitionableMemory(), MemoryStore()
+    for store in (winner, loser):
+        await append(store, GOV, event("s", 1, "e1"))
+    await append(winner, GOV, event("s", 2, "w", node="w", at=9))
+    await append(loser, GOV, event("s", 2, "l", node="l", at=1))
+    winner.writes_down = True
+    first = await ReplicatedStore(winner, loser).sync(GOV)
+    assert [f.id for f in first.failures] == ["s"]
+    assert [e.action for e in await events_of(loser, "s")] == ["set", "set", RESOLVE_ACTION]
+    assert [e.id for e in await events_of(winner, "s")] == ["e1", "w"]
+    winner.writes_down = False
+    second = await ReplicatedStore(loser, winner).sync(GOV)
+    assert second.ok and not second.resolutions
+    assert [(c.store, c.from_version, c.to_version) for c in second.copies] == [
+        ("replica 1", 2, 3)
+    ]
+    assert await dump(winner) == await dump(loser)
+
+
+async def test_a_long_losing_branch_is_listed_over_several_resolve_events() -> None:
+    primary, replica = MemoryStore(), MemoryStore()
+    for store in (primary, replica):
+        await append(store, GOV, event("s", 1, "e1"))
+    big = "x" * 200_000
+    await append(primary, GOV, event("s", 2, "p2", node="p", at=9, data="kept"))
+    for n in range(2, 7):  # 5 events of ~200 KB: more than one @resolve can list
+        await append(replica, GOV, event("s", n, f"r{n}", node="r", at=n / 10, data=big))
+    report = await ReplicatedStore(primary, replica).sync(GOV)
+    assert report.ok
+    events = await events_of(primary, "s")
+    resolves = [e for e in events if e.action == RESOLVE_ACTION]
+    assert len(resolves) > 1 and events[-len(resolves):] == resolves
+    assert [e.version for e in events] == list(range(1, len(events) + 1))
+    assert [r.payload["part"] for r in resolves] == list(range(1, len(resolves) + 1))
+    listed = [d["id"] for r in resolves for d in r.payload["discarded"]]
+    assert listed == ["r2", "r3", "r4", "r5", "r6"]
+    assert all(r.to_state.data == "kept" for r in resolves)
+    assert await dump(primary) == await dump(replica)
+
+
+def test_an_event_too_large_to_list_whole_is_listed_with_a_digest_of_its_data() -> None:
+    from tai_fsm.consistency.divergence import describe_event
+
+    huge = event("s", 2, "huge", data="y" * 300_000)
+    listed = describe_event(huge)
+    assert listed["id"] == "huge" and listed["payload"] == {"by": "n"}
+    assert "data" not in listed["to_state"]
+    assert listed["to_state"]["data_omitted"].endswith("too large to list")
+    assert len(listed["to_state"]["data_sha256"]) == 64
+    assert describe_event(event("s", 2, "small", data="y"))["to_state"]["data"] == "y"
