@@ -410,10 +410,24 @@ async def test_a_long_losing_branch_is_listed_over_several_resolve_events() -> N
 def test_an_event_too_large_to_list_whole_is_listed_with_a_digest_of_its_data() -> None:
     from tai_fsm.consistency.divergence import describe_event
 
-    huge = event("s", 2, "huge", data="y" * 300_000)
+    huge = event("s", 2, "huge", data="y" * 600_000)
     listed = describe_event(huge)
     assert listed["id"] == "huge" and listed["payload"] == {"by": "n"}
     assert "data" not in listed["to_state"]
     assert listed["to_state"]["data_omitted"].endswith("too large to list")
     assert len(listed["to_state"]["data_sha256"]) == 64
     assert describe_event(event("s", 2, "small", data="y"))["to_state"]["data"] == "y"
+
+
+async def test_a_resolution_next_to_a_large_state_stays_under_the_record_limit() -> None:
+    primary, replica = MemoryStore(), MemoryStore()
+    for store in (primary, replica):
+        await append(store, GOV, event("s", 1, "e1"))
+    await append(primary, GOV, event("s", 2, "p2", node="p", at=9, data="k" * 900_000))
+    await append(replica, GOV, event("s", 2, "r2", node="r", at=1, data="l" * 100_000))
+    report = await ReplicatedStore(primary, replica).sync(GOV)
+    assert report.ok, report.failures
+    resolve = (await events_of(replica, "s"))[-1]
+    (listed,) = resolve.payload["discarded"]
+    assert listed["id"] == "r2" and "data_sha256" in listed["to_state"]
+    assert resolve.to_state.data == "k" * 900_000

@@ -40,6 +40,7 @@ from typing import Any
 
 import orjson
 
+from tai_fsm.codec import MAX_RECORD_BYTES
 from tai_fsm.consistency.resolvers import Resolver, lww_compare
 from tai_fsm.records import ChangeMetadata, Event, StateSnapshot, VectorClock
 
@@ -61,11 +62,11 @@ RESOLVE_ACTION = "@resolve"
 #: ``changed_by`` of resolution events and of the state records they produce.
 RESOLVER_ACTOR = "tai-fsm/replicated"
 #: Encoded size of the discarded events one ``@resolve`` event lists at most; more are split
-#: over several ``@resolve`` events (a stored event must stay under the 1 MiB record limit).
+#: over several ``@resolve`` events. Less when the resolved state is large: a stored event
+#: (listing, state and envelope) must stay under the record limit.
 MAX_LISTED_BYTES = 512 * 1024
-#: A discarded event whose own description is larger than this is listed without its
-#: ``to_state`` data (the listing says so and keeps the data's SHA-256).
-MAX_ONE_LISTED_BYTES = 256 * 1024
+#: Room kept for the rest of a ``@resolve`` event (ids, metadata, clocks, hashes).
+_ENVELOPE = 64 * 1024
 
 _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 
@@ -227,10 +228,17 @@ def _covers(branch: Sequence[Event], other: Sequence[Event]) -> bool:
 
 
 # ---------------------------------------------------------------------- @resolve events
-def describe_event(event: Event) -> dict[str, Any]:
+def listing_budget(state_data: Any) -> int:
+    """Bytes of listing one ``@resolve`` event can carry next to ``state_data``."""
+    room = MAX_RECORD_BYTES - _ENVELOPE - len(orjson.dumps(state_data, option=_SORTED))
+    return max(4096, min(MAX_LISTED_BYTES, room))
+
+
+def describe_event(event: Event, budget: int = MAX_LISTED_BYTES) -> dict[str, Any]:
     """How a discarded event is listed in a ``@resolve`` payload (JSON): enough to audit it
     and to replay it by hand — id, version, action, payload, who and why, when, its clock,
-    its hashes and the state it led to."""
+    its hashes and the state it led to. When that is larger than ``budget``, the state's
+    data is left out and its SHA-256 listed instead (the listing says so)."""
     listed: dict[str, Any] = {
         "id": event.id,
         "version": event.version,
@@ -245,7 +253,7 @@ def describe_event(event: Event) -> dict[str, Any]:
         "prev_hash": event.prev_hash,
         "to_state": {"version": event.to_state.version, "data": event.to_state.data},
     }
-    if len(orjson.dumps(listed, option=_SORTED)) > MAX_ONE_LISTED_BYTES:
+    if len(orjson.dumps(listed, option=_SORTED)) > budget:
         data = orjson.dumps(event.to_state.data, option=_SORTED)
         listed["to_state"] = {
             "version": event.to_state.version,
@@ -255,13 +263,13 @@ def describe_event(event: Event) -> dict[str, Any]:
     return listed
 
 
-def _chunks(listed: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """``listed`` split so that each part encodes to at most ``MAX_LISTED_BYTES``."""
+def _chunks(listed: list[dict[str, Any]], budget: int) -> list[list[dict[str, Any]]]:
+    """``listed`` split so that each part encodes to at most ``budget`` bytes."""
     parts: list[list[dict[str, Any]]] = [[]]
     size = 0
     for entry in listed:
         entry_size = len(orjson.dumps(entry, option=_SORTED))
-        if parts[-1] and size + entry_size > MAX_LISTED_BYTES:
+        if parts[-1] and size + entry_size > budget:
             parts.append([])
             size = 0
         parts[-1].append(entry)
@@ -286,7 +294,7 @@ def resolve_events(
     """The ``@resolve`` event(s) appended on top of the ``kept`` branch (its events after
     ``fork``), listing every event of ``lost`` (the other branches' events the kept one
     lacks; ``lost_heads``: those branches' heads). Usually one event; more when the listing
-    would exceed ``MAX_LISTED_BYTES``.
+    would not fit in one (:func:`listing_budget`).
 
     The last one's ``to_state`` is the resolved state: the kept head's data, or ``merged``'s
     when the resolver merged. Timestamp: the latest of the heads'; clock: the merge of every
@@ -300,7 +308,8 @@ def resolve_events(
     if merged is not None:
         clock = clock.merge(merged.causality)
     data = head.to_state.data if merged is None else merged.data
-    parts = _chunks([describe_event(event) for event in lost])
+    budget = listing_budget(data)
+    parts = _chunks([describe_event(event, budget) for event in lost], budget)
     lost_ids = [event.id for event in lost_heads]
     events: list[Event] = []
     previous = head
@@ -313,7 +322,6 @@ def resolve_events(
                 "from_version": fork + 1,
                 "to_version": head.version,
                 "head_id": head.id,
-                "event_ids": [event.id for event in kept],
             },
             "discarded": part,
             "discarded_count": len(lost),
