@@ -8,16 +8,20 @@ In ONE run, on the same emulator and client, alternating the loads in chunks of 
 so the emulator's drift (JIT, garbage collection) hits all of them alike:
 
 * ``append_events``: sequential transitions of one machine, each ONE commit holding the new
-  event (create, must-not-exist) and the state record (update, ``update_time`` precondition
-  from the previous commit's token) — exactly what the runtime does per trigger;
+  event (create, must-not-exist), the head check (an unchanged write of the previous event,
+  must exist) and the state record (update, ``update_time`` precondition from the previous
+  commit's token) — exactly what the runtime does per trigger;
 * ``raw set() new doc``: sequential single-document ``set()`` calls through the plain
   ``google.cloud.firestore`` client, each creating a new document with the same fields as
   the transition's event document (the record a transition must durably write);
 * ``raw set() same doc``: sequential ``set()`` calls overwriting one document with the
   machine's state record — what an application without an event log writes per transition;
-* ``raw 2-doc batch``: the transition's two writes (event create + preconditioned state
-  update) through the plain client's public batch API, without tai-fsm: the floor for a
-  commit that must write two documents. ``append_events`` / this ratio is tai-fsm's own cost.
+* ``raw 2-doc batch``: event create + preconditioned state update through the plain
+  client's public batch API, without tai-fsm: the floor for a commit that must write two
+  documents;
+* ``raw 3-doc batch``: the same plus the head check (an unchanged write of the previous
+  event document) — the transition's exact writes without tai-fsm.
+  ``append_events`` / this ratio is tai-fsm's own cost.
 
 Prints the median (and range) of ``--runs`` runs and the ratios of medians (target >= 0.8x).
 """
@@ -37,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tai_fsm.records import ChangeMetadata, Event, StateSnapshot
 from tai_fsm.stores.firestore import FirestoreStore
+from tai_fsm.stores.firestore_codec import unchanged_write
 from tai_fsm.testing.emulator import FirestoreEmulator
 
 PROJECT = "tai-fsm-bench"
@@ -113,18 +118,21 @@ class RawSets:
 
 
 class RawBatches:
-    """Sequential two-document batches through the plain client's public API: create a new
-    event document and update the state document with an ``update_time`` precondition —
-    the same writes as a transition's commit, with no tai-fsm code (the floor for it)."""
+    """Sequential batches through the plain client: create a new event document and update
+    the state document with an ``update_time`` precondition; with ``head_check``, also an
+    unchanged write of the previous event document (it must exist) — then the same writes
+    as a transition's commit, with no tai-fsm code (the floor for it)."""
 
-    def __init__(self, store: FirestoreStore) -> None:
+    def __init__(self, store: FirestoreStore, *, head_check: bool) -> None:
         event = _event("raw", 1)
         self.event = {"record": event.model_dump_json(), "size": 1, "version": 1}
         self.event |= {"stream_id": "raw", "event_id": event.id}
         self.state = {"record": event.to_state.model_dump_json(), "size": 1, "version": 1}
         self.client = store.client
-        self.col = store.client.collection(f"{store.prefix}raw_batch")
-        self.state_ref = store.client.collection(f"{store.prefix}raw_batch_state").document("m")
+        name = "batch3" if head_check else "batch"
+        self.col = store.client.collection(f"{store.prefix}raw_{name}")
+        self.state_ref = store.client.collection(f"{store.prefix}raw_{name}_state").document("m")
+        self.head_check = head_check
         self.written = 0
         self.update_time: object = None
 
@@ -133,6 +141,9 @@ class RawBatches:
         for _ in range(count):
             batch = self.client.batch()
             batch.create(self.col.document(f"d{self.written:09d}"), self.event)
+            if self.head_check and self.written:
+                previous = self.col.document(f"d{self.written - 1:09d}")
+                batch._add_write_pbs([unchanged_write(str(previous._document_path), True)])
             if self.update_time is None:
                 batch.create(self.state_ref, self.state)
             else:
@@ -145,14 +156,15 @@ class RawBatches:
 
 
 async def run(count: int, runs: int, warmup: int, chunk: int) -> dict[str, list[float]]:
-    """Rates per run; within a run the three loads alternate in chunks of ``chunk`` writes
+    """Rates per run; within a run the loads alternate in chunks of ``chunk`` writes
     so that the emulator's drift (JIT, GC) hits all of them alike."""
     store = FirestoreStore(project=PROJECT, prefix=f"b{uuid.uuid4().hex[:8]}_")
     loads = {
         "append_events": Machine(store),
         "raw set() new doc": RawSets(store, "event"),
         "raw set() same doc": RawSets(store, "state"),
-        "raw 2-doc batch": RawBatches(store),
+        "raw 2-doc batch": RawBatches(store, head_check=False),
+        "raw 3-doc batch": RawBatches(store, head_check=True),
     }
     results: dict[str, list[float]] = {name: [] for name in loads}
     try:
@@ -168,7 +180,7 @@ async def run(count: int, runs: int, warmup: int, chunk: int) -> dict[str, list[
                 results[name].append(max(1, count // chunk) * chunk / spent[name])
     finally:
         await store.drop_all()
-        for kind in ("event", "state", "batch", "batch_state"):
+        for kind in ("event", "state", "batch", "batch_state", "batch3", "batch3_state"):
             raw = store.client.collection(f"{store.prefix}raw_{kind}")
             while docs := [d async for d in raw.select([]).limit(500).stream()]:
                 batch = store.client.batch()
@@ -190,7 +202,7 @@ def report(results: dict[str, list[float]], count: int, runs: int) -> str:
             f"{name:<22}{statistics.median(values):>11,.0f}{min(values):>9,.0f}{max(values):>9,.0f}"
         )
     ours = statistics.median(results["append_events"])
-    for name in ("raw set() new doc", "raw set() same doc", "raw 2-doc batch"):
+    for name in ("raw set() new doc", "raw set() same doc", "raw 2-doc batch", "raw 3-doc batch"):
         ratio = ours / statistics.median(results[name])
         lines.append(f"ratio append_events / {name}: {ratio:.2f}x")
     return "\n".join(lines)

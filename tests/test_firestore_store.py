@@ -1,9 +1,12 @@
 """Firestore-specific behaviour of ``FirestoreStore``, on Google's emulator (never a mock).
 
 The shared contract suite (``tai_fsm.testing.contract``) covers the Store contract on every
-backend; these tests cover what only Firestore has: RPCs per operation, the ``update_time``
-precondition that stops a stale writer over a compaction-freed key, the key layout, prefix
-isolation, limits checked before sending, and the mapping of real emulator errors.
+backend; these tests cover what only Firestore has: RPCs (and writes) per operation, the
+preconditions that stop a stale writer — also over keys compaction freed, and where the
+state record alone would let it through — unchanged writes that keep ``update_time`` (Expect,
+Fence, the head check), compaction in steps that each leave a readable stream, the key
+layout, prefix isolation, limits checked before sending, and the mapping of real emulator
+errors.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from google.cloud.firestore import AsyncClient
 
 from tai_fsm.errors import (
     InvalidInput,
+    LockNotHeld,
     OperationTimeout,
     SerializationError,
     StateNotFound,
@@ -31,6 +35,7 @@ from tai_fsm.errors import (
 )
 from tai_fsm.records import AppendResult, ChangeMetadata, Event, StateSnapshot
 from tai_fsm.stores import firestore as firestore_module
+from tai_fsm.stores import ops
 from tai_fsm.stores.firestore import FirestoreStore
 from tai_fsm.stores.firestore_codec import (
     Token,
@@ -40,6 +45,7 @@ from tai_fsm.stores.firestore_codec import (
     stream_range,
 )
 from tai_fsm.stores.firestore_errors import FirestoreRequestFailed, translate
+from tai_fsm.stores.firestore_io import Documents
 from tai_fsm.stores.url import open_store
 from tai_fsm.testing import emulator as emulator_module
 from tai_fsm.testing.backends import EMULATOR_PROJECT
@@ -55,6 +61,7 @@ _RPCS = (
     "run_query",
     "run_aggregation_query",
     "list_documents",
+    "list_collection_ids",
     "begin_transaction",
 )
 
@@ -71,16 +78,19 @@ async def fs(firestore_emulator: str) -> AsyncIterator[FirestoreStore]:
 
 class RPCs:
     """Counts the gRPC calls a store makes by wrapping its client's API methods (the calls
-    still go to the emulator)."""
+    still go to the emulator); ``writes`` lists the number of writes of each commit."""
 
     def __init__(self, store: FirestoreStore) -> None:
         self.api = store.client._firestore_api
         self.calls: Counter[str] = Counter()
+        self.writes: list[int] = []
         self._saved: dict[str, Any] = {}
 
     def _wrap(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any, **kwargs: Any) -> Any:
             self.calls[name] += 1
+            if name == "commit":
+                self.writes.append(len(kwargs["request"]["writes"]))
             return method(*args, **kwargs)
 
         return counted
@@ -231,6 +241,297 @@ async def test_concurrent_log_events_all_land_once(fs: FirestoreStore) -> None:
     again = await fs.log_event(GOV, events[0])  # a retry: recognised by its id
     assert again.version == next(e.version for e in logged if e.id == "l-0")
     assert await _versions(fs, "l") == [1, 2, 3, 4, 5, 6]
+
+
+# ---------------------------------------------------------------------- the head check
+async def test_a_transition_commits_event_head_check_and_state_in_one_rpc(
+    fs: FirestoreStore,
+) -> None:
+    with RPCs(fs) as rpc:
+        first = await _commit(fs, "w", 1)
+        await _commit(fs, "w", 2, token=first.token)
+    # create: event + "compacted" marker asserted absent + state; then event + touch + state
+    assert rpc.calls == {"commit": 2} and rpc.writes == [3, 3]
+
+
+async def test_a_state_token_alone_does_not_let_a_writer_off_the_head(fs: FirestoreStore) -> None:
+    # the state record written directly (save_state) is at 3 while the stream is empty: its
+    # token is current, yet appending version 4 would leave a gap
+    for n in range(3):
+        await fs.save_state(GOV, "a", StateSnapshot(id="a", data=n))
+    stored = await fs.read_state(GOV, "a")
+    event = _event("a", 4)
+    with pytest.raises(VersionConflict) as caught:
+        await fs.append_events(
+            GOV, "a", [event], expected_version=3, state=event.to_state, token=stored.token
+        )
+    assert (caught.value.expected, caught.value.actual) == (3, 0)
+    assert await fs.stream_version(GOV, "a") == 0 and not await _key_exists(
+        fs, "events", event_key("a", 4)
+    )
+    assert (await fs.read_state(GOV, "a")).token == stored.token
+
+
+async def test_events_logged_without_the_state_then_compacted_stop_a_stale_token(
+    fs: FirestoreStore,
+) -> None:
+    first = await _commit(fs, "b", 1)  # state record at 1 with its token
+    for n in range(2, 6):  # events appended without the state record: the token stays
+        await fs.log_event(GOV, _event("b", n))
+    assert (await fs.read_state(GOV, "b")).token == first.token
+    await fs.save_snapshot(GOV, "b", StateSnapshot(id="b", data={"n": 5}, version=5))
+    await fs.compact_stream(GOV, "b", up_to_version=5)
+    assert not await _key_exists(fs, "events", event_key("b", 2))  # free again
+    with pytest.raises(VersionConflict) as caught:
+        await _commit(fs, "b", 2, token=first.token)
+    assert (caught.value.expected, caught.value.actual) == (1, 5)
+    assert await _versions(fs, "b") == [5]
+
+
+async def test_an_empty_stream_is_not_just_a_free_key_1(fs: FirestoreStore) -> None:
+    for n in (1, 2, 3):
+        await fs.log_event(GOV, _event("c", n))
+    await fs.save_snapshot(GOV, "c", StateSnapshot(id="c", data={"n": 3}, version=3))
+    await fs.compact_stream(GOV, "c", up_to_version=3)
+    assert await _key_exists(fs, "compacted", "c") and not await _key_exists(
+        fs, "events", event_key("c", 1)
+    )
+    for state in (True, False):  # e.g. a new instance reusing the id of a deleted one
+        event = _event("c", 1)
+        with pytest.raises(VersionConflict) as caught:
+            await fs.append_events(
+                GOV, "c", [event], expected_version=0, state=event.to_state if state else None
+            )
+        assert (caught.value.expected, caught.value.actual) == (0, 3)
+    assert await _versions(fs, "c") == [3] and not await fs.exists(GOV, "c")
+
+
+# ---------------------------------------------------------------------- Expect and Fence
+async def _update_time(store: FirestoreStore, collection: str, key: str) -> Any:
+    ref = store.client.collection(f"{store.prefix}governors", GOV, collection).document(key)
+    return (await ref.get()).update_time
+
+
+async def test_expect_writes_nothing_and_keeps_update_time(fs: FirestoreStore) -> None:
+    await fs.save_state(GOV, "x", StateSnapshot(id="x", data="x"))
+    stored = await fs.read_state(GOV, "x")
+    before = await _update_time(fs, "states", "x")
+    with RPCs(fs) as rpc:
+        result = await fs.commit(
+            GOV, [ops.Expect("x", 1, token=stored.token), ops.Expect("nothing", 0)]
+        )
+    assert rpc.calls == {"commit": 1} and rpc.writes == [2]
+    assert result[0].version == 1 and result[0].token == stored.token
+    assert await _update_time(fs, "states", "x") == before
+    assert not await _key_exists(fs, "states", "nothing")
+    # so another writer's token is still current: its write needs no read and lands
+    with RPCs(fs) as rpc:
+        await fs.write_state(
+            GOV, "x", StateSnapshot(id="x", data="y"), expected_version=1, token=stored.token
+        )
+    assert rpc.calls == {"commit": 1}
+    with pytest.raises(VersionConflict):  # and now the old token is stale for Expect too
+        await fs.commit(GOV, [ops.Expect("x", 1, token=stored.token)])
+
+
+async def test_expect_without_a_token_reads_first(fs: FirestoreStore) -> None:
+    await fs.save_state(GOV, "x", StateSnapshot(id="x"))
+    with RPCs(fs) as rpc:
+        await fs.commit(GOV, [ops.Expect("x", 1), ops.Put("y", StateSnapshot(id="y"), 0)])
+    assert rpc.calls == {"batch_get_documents": 1, "commit": 1}
+
+
+def _lease(resource: str, fencing_token: int) -> StateSnapshot:
+    return StateSnapshot(id=resource, data={"holder": "c", "fencing_token": fencing_token})
+
+
+async def test_fence_refused_after_a_takeover(fs: FirestoreStore) -> None:
+    await fs.commit(GOV, [ops.Put("l", _lease("l", 3), 0, kind=ops.LOCKS)])
+    with RPCs(fs) as rpc:  # the lease is read, then asserted unchanged in the commit
+        done = await fs.commit(GOV, [ops.Fence("l", 3), ops.Put("r", StateSnapshot(id="r"), 0)])
+    assert rpc.calls == {"batch_get_documents": 1, "commit": 1} and done[0].version == 3
+    await fs.commit(GOV, [ops.Put("l", _lease("l", 4), 1, kind=ops.LOCKS)])  # taken over
+    with pytest.raises(LockNotHeld, match="4"):
+        await fs.commit(GOV, [ops.Fence("l", 3), ops.Put("r", StateSnapshot(id="r"), 1)])
+    assert (await fs.read_state(GOV, "r")).version == 1
+
+
+async def test_fence_refused_when_the_takeover_lands_between_read_and_commit(
+    fs: FirestoreStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await fs.commit(GOV, [ops.Put("l", _lease("l", 3), 0, kind=ops.LOCKS)])
+    other = FirestoreStore(project=EMULATOR_PROJECT, prefix=fs.prefix)
+    real_commit = Documents.commit
+    interfere: list[int] = [4]  # the fencing token the other client writes, once
+
+    async def commit_after_a_takeover(self: Documents, writes: list[Any], what: str) -> Any:
+        if interfere and self is fs._docs:
+            token = interfere.pop()
+            lease = await other.read_record(GOV, "l", kind=ops.LOCKS)
+            await other.commit(GOV, [ops.Put("l", _lease("l", token), lease.version,
+                                             token=lease.token, kind=ops.LOCKS)])
+        return await real_commit(self, writes, what)
+
+    monkeypatch.setattr(Documents, "commit", commit_after_a_takeover)
+    try:
+        with pytest.raises(LockNotHeld):
+            await fs.commit(GOV, [ops.Fence("l", 3), ops.Put("r", StateSnapshot(id="r"), 0)])
+        assert not await fs.exists(GOV, "r")
+        # a renewal by the holder (same fencing token) in between: the commit is retried
+        interfere.append(4)
+        done = await fs.commit(GOV, [ops.Fence("l", 4), ops.Put("r", StateSnapshot(id="r"), 0)])
+        assert done[1].version == 1 and not interfere
+    finally:
+        await other.close()
+
+
+# ---------------------------------------------------------------------- commits
+async def test_a_transfer_with_current_tokens_is_one_rpc(fs: FirestoreStore) -> None:
+    a = await fs.write_state(GOV, "a", StateSnapshot(id="a", data=10), expected_version=0)
+    b = await fs.write_state(GOV, "b", StateSnapshot(id="b", data=0), expected_version=0)
+    tokens = await fs.batch_read_states(GOV, ["a", "b"])
+    assert a == b == 1
+    with RPCs(fs) as rpc:
+        done = await fs.commit(GOV, [
+            ops.Put("a", StateSnapshot(id="a", data=7), 1, token=tokens["a"].token),
+            ops.Put("b", StateSnapshot(id="b", data=3), 1, token=tokens["b"].token),
+        ])
+    assert rpc.calls == {"commit": 1}
+    assert [Token.parse(r.token) is not None for r in done] == [True, True]
+    stale = [
+        ops.Put("a", StateSnapshot(id="a", data=0), 1, token=tokens["a"].token),
+        ops.Put("b", StateSnapshot(id="b", data=0), 1, token=tokens["b"].token),
+    ]
+    with RPCs(fs) as rpc, pytest.raises(VersionConflict) as caught:
+        await fs.commit(GOV, stale)  # stale tokens: refused, then explained by reads
+    assert (caught.value.doc_id, caught.value.expected, caught.value.actual) == ("a", 1, 2)
+    assert rpc.calls == {"commit": 1, "batch_get_documents": 1}
+
+
+async def test_a_stale_token_of_the_current_version_is_retried(fs: FirestoreStore) -> None:
+    await fs.save_state(GOV, "t", StateSnapshot(id="t"))
+    token = (await fs.read_state(GOV, "t")).token
+    assert token is not None
+    forged = str(Token(1, 1, 0, Token.scope_of(GOV, "states", "t")))  # the time is wrong
+    assert forged != token
+    with RPCs(fs) as rpc:
+        version = await fs.write_state(
+            GOV, "t", StateSnapshot(id="t", data=2), expected_version=1, token=forged
+        )
+    assert version == 2 and rpc.calls["commit"] == 2  # refused, explained, retried
+
+
+async def test_a_token_of_another_record_is_not_trusted(fs: FirestoreStore) -> None:
+    # one commit gives both records the same update_time; b is then at version 3
+    await fs.save_state(GOV, "b", StateSnapshot(id="b"))
+    await fs.save_state(GOV, "b", StateSnapshot(id="b"))
+    done = await fs.commit(GOV, [
+        ops.Put("a", StateSnapshot(id="a"), 0), ops.Put("b", StateSnapshot(id="b"), 2)
+    ])
+    a_token, b_token = done[0].token, done[1].token
+    assert a_token is not None and b_token is not None and a_token != b_token
+    assert a_token.split("~")[0] == "1" + b_token.split("~")[0][1:]  # same update time
+    with pytest.raises(VersionConflict) as caught:  # a's token cannot vouch for b
+        await fs.write_state(GOV, "b", StateSnapshot(id="b"), expected_version=1, token=a_token)
+    assert (caught.value.expected, caught.value.actual) == (1, 3)
+    assert (await fs.read_state(GOV, "b")).version == 3
+
+
+async def test_unconditional_writes_race_and_all_land(fs: FirestoreStore) -> None:
+    versions = await asyncio.gather(
+        *(fs.save_state(GOV, "u", StateSnapshot(id="u", data=n)) for n in range(5))
+    )
+    assert sorted(versions) == [1, 2, 3, 4, 5]
+    with RPCs(fs) as rpc:  # without contention: a read, then one commit
+        await fs.save_state(GOV, "u", StateSnapshot(id="u"))
+    assert rpc.calls == {"batch_get_documents": 1, "commit": 1}
+    with RPCs(fs) as rpc:  # a delete without a version: one delete that must find the record
+        await fs.delete_state(GOV, "u")
+    assert rpc.calls == {"commit": 1}
+
+
+async def test_a_reply_lost_after_the_commit_is_recognised_on_retry(
+    fs: FirestoreStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await _commit(fs, "lost", 1)
+    real_commit = Documents.commit
+    lose = [True]
+
+    async def commit_then_lose_the_reply(self: Documents, writes: list[Any], what: str) -> Any:
+        result = await real_commit(self, writes, what)
+        if lose:
+            lose.pop()
+            raise StoreUnavailable("the reply was lost")
+        return result
+
+    monkeypatch.setattr(Documents, "commit", commit_then_lose_the_reply)
+    event = _event("lost", 2)
+    with pytest.raises(StoreUnavailable):
+        await fs.append_events(
+            GOV, "lost", [event], expected_version=1, state=event.to_state, token=first.token
+        )
+    again = await fs.append_events(
+        GOV, "lost", [event], expected_version=1, state=event.to_state, token=first.token
+    )
+    assert again.already_applied and again.version == 2
+    assert again.token == (await fs.read_state(GOV, "lost")).token
+    assert await _versions(fs, "lost") == [1, 2]
+
+
+# ---------------------------------------------------------------------- compaction
+async def test_compaction_in_steps_leaves_a_readable_stream_after_each_commit(
+    fs: FirestoreStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = "z" * 2_000  # large enough for deltas between full events
+    prior: StateSnapshot | None = None
+    token: str | None = None
+    for n in range(1, 21):
+        event = _event("k", n, data={"n": n, "big": big})
+        done = await fs.append_events(
+            GOV, "k", [event], expected_version=n - 1, state=event.to_state, token=token,
+            prior=prior,
+        )
+        prior, token = event.to_state, done.token
+    await fs.save_snapshot(GOV, "k", StateSnapshot(id="k", data={"n": 15}, version=15))
+    before = await fs.get_stats(GOV)
+    real_commit = Documents.commit
+    seen: list[list[int]] = []
+
+    async def commit_and_read(self: Documents, writes: list[Any], what: str) -> Any:
+        result = await real_commit(self, writes, what)
+        if what.startswith("compaction"):
+            events = [e async for e in fs.read_events(GOV, "k")]  # every event decodes
+            versions = [e.version for e in events]
+            assert versions == list(range(versions[0], 21)), versions
+            assert all(e.to_state.data == {"n": e.version, "big": big} for e in events)
+            assert events[0].from_state is not None  # the first kept is self-contained
+            seen.append(versions)
+        return result
+
+    monkeypatch.setattr(Documents, "commit", commit_and_read)
+    fs.max_commit_writes = 6  # 4 deletions, the first kept event, the marker per commit
+    result = await fs.compact_stream(GOV, "k", up_to_version=15)
+    assert [v[0] for v in seen] == [5, 9, 13, 16]
+    after = await fs.get_stats(GOV)
+    assert result.deleted_events == 15 and result.recovered_bytes == before.bytes - after.bytes
+    with pytest.raises(VersionConflict):  # a writer from before the compaction
+        await _commit(fs, "k", 3)
+    assert (await _commit(fs, "k", 21, token=token)).version == 21
+
+
+# ---------------------------------------------------------------------- layout
+async def test_record_kinds_named_like_the_layout_stay_apart(fs: FirestoreStore) -> None:
+    for kind in ("events", "snapshots", "compacted", "~events"):
+        await fs.commit(GOV, [ops.Put("x", StateSnapshot(id="x", data=kind), 0, kind=kind)])
+    assert await fs.list_streams(GOV) == [] and await fs.snapshot_versions(GOV, "x") == []
+    for kind, collection in (("events", "~events"), ("~events", "~~events")):
+        assert await _key_exists(fs, collection, "x")
+        assert (await fs.read_record(GOV, "x", kind=kind)).snapshot.data == kind
+    stats = await fs.get_stats(GOV)
+    assert (stats.total_states, stats.total_events, stats.total_snapshots) == (0, 0, 0)
+    assert stats.bytes > 0
+    await fs.log_event(GOV, _event("x", 1))
+    assert await fs.list_streams(GOV) == ["x"]
 
 
 # ---------------------------------------------------------------------- layout
@@ -449,8 +750,9 @@ def test_error_table(google_error: Exception, ours: type[Exception], transient: 
 def test_token_parsing_rejects_foreign_tokens() -> None:
     assert Token.parse(None) is None and Token.parse("") is None
     assert Token.parse("garbage") is None and Token.parse("1@x.y") is None
-    token = Token(3, 1_700_000_000, 123_456_789)
+    token = Token(3, 1_700_000_000, 123_456_789, Token.scope_of("g", "states", "s"))
     assert Token.parse(str(token)) == token
+    assert Token.parse("3@1700000000.123456789") is None  # no key check: not trusted
     assert token.update_time.timestamp_pb().seconds == 1_700_000_000
     assert datetime.fromtimestamp(1_700_000_000, UTC) <= token.update_time
 

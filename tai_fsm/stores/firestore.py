@@ -1,67 +1,50 @@
 """Google Cloud Firestore backend: ``firestore://PROJECT[/DATABASE][?prefix=P]``.
 
-Documents live under the root collection ``{prefix}governors`` (keys and fields:
-:mod:`tai_fsm.stores.firestore_codec`; user guide: ``docs/firestore.md``)::
+``FirestoreStore`` implements the ``Store`` hooks only: the base class checks arguments and
+encodes and decodes every record (:mod:`tai_fsm.stores.recordcodec`); the hooks see checked
+ids and stored JSON. Layout (:mod:`tai_fsm.stores.firestore_codec`; user guide:
+``docs/firestore.md``)::
 
-    {prefix}governors/{governor}/states/{state_id}
+    {prefix}governors/{governor}/states/{state_id}      (and /{kind}/{id} for other kinds)
     {prefix}governors/{governor}/events/{hex(stream_id)}-{version:020d}
     {prefix}governors/{governor}/snapshots/{hex(stream_id)}-{inverted version:020d}
+    {prefix}governors/{governor}/compacted/{stream_id}
 
 Concurrency comes from Firestore write preconditions only — no native transactions (the
 emulator serialises contending transactions with a ~2 s lock wait) and no in-process locks,
-so any number of processes and nodes may share one database. The commit of a transition is
-one batched write (:mod:`tai_fsm.stores.firestore_append`). No composite index is needed:
-every ordered read is a key-range scan.
+so any number of processes and nodes may share one database. Every commit is one batched
+write (:mod:`tai_fsm.stores.firestore_commit`). No composite index is needed: ordered reads
+are key-range scans, filters on ``ts`` are applied to projected pages in the client.
 
 RPCs per call (round trips in brackets when they differ; docs/firestore.md has the table):
 
-* ``append_events`` with ``state`` and a current token — 1 commit, no read; without a token
-  (or a stale one) — 1 ``get`` + 1 commit; ``expected_version=None`` — 3 parallel queries [1]
-  + 1 commit (+1 ``get`` with ``state``);
-* ``read_state`` 1; ``batch_read_states`` 1; ``write_state`` 2 (1 when expected is 0);
-  ``delete_state`` 1 without a version, 2 with one;
-* ``read_events`` / ``iter_all_events`` 1 per ``batch_size`` events; ``stream_version``
-  3 [2]; ``load_snapshot`` 1; ``save_snapshot`` 1 (2-3 with ``keep``: a query, then a commit
-  of deletions when there are any).
+* ``commit`` / ``append_events`` at an expected version with current tokens — 1 commit;
+  the documents no token vouches for (records without a usable token, fenced leases,
+  unconditional puts) are read first in ONE ``BatchGetDocuments`` (+1); appends at the head
+  add 3 parallel queries per stream [+1]; a refused commit is explained by ~5 reads in 2
+  round trips;
+* ``read_state`` / ``batch_read_states`` 1; ``delete_state`` 1 without a version or with a
+  current token, else 2;
+* ``read_events`` 1 query per ``batch_size`` events (from mid-stream it starts at the last
+  full event before, up to 31 rows earlier); ``stream_version`` 3 [2]; ``load_snapshot`` 1;
+  ``save_snapshot`` 1 (2-3 with ``keep``); ``get_stats`` per governor 1 ListCollectionIds +
+  one aggregation per collection + 2 queries [2].
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from functools import partial
 from urllib.parse import quote
 
 from google.auth import exceptions as auth_exc
 from google.cloud.firestore import AsyncClient
 
-from tai_fsm.errors import InvalidInput, StateNotFound, TaiFsmError, VersionConflict
-from tai_fsm.ids import validate_id
-from tai_fsm.records import (
-    AppendResult,
-    CleanupResult,
-    Event,
-    StateSnapshot,
-    StoredState,
-    StoreStats,
-    ensure_utc,
-)
-from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, Store
-from tai_fsm.stores.common import (
-    check_batch_size,
-    check_events,
-    check_expected_version,
-    check_ids,
-    check_keep,
-    check_snapshot,
-    check_version,
-    encode_snapshot,
-)
-from tai_fsm.stores.firestore_append import Appender
+from tai_fsm.errors import InvalidInput, TaiFsmError
+from tai_fsm.records import CleanupResult, StoreStats
+from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, RawRecord, Store
 from tai_fsm.stores.firestore_codec import (
-    Token,
-    check_batch,
-    create_write,
+    MAX_VERSION,
+    clamp,
     delete_write,
     event_key,
     root_collection,
@@ -69,12 +52,16 @@ from tai_fsm.stores.firestore_codec import (
     snapshot_fields,
     snapshot_key,
     snapshot_version_of_key,
-    state_fields,
     stream_of_key,
     stream_range,
+    version_of_key,
 )
-from tai_fsm.stores.firestore_errors import CONFLICT_ERRORS, call, translate
-from tai_fsm.stores.firestore_io import RETRIES, Documents, pause
+from tai_fsm.stores.firestore_commit import commit
+from tai_fsm.stores.firestore_errors import call, translate
+from tai_fsm.stores.firestore_io import Documents, raw_of, ts_of
+from tai_fsm.stores.firestore_maintenance import compact, governor_stats
+from tai_fsm.stores.ops import CommitResult
+from tai_fsm.stores.planning import EventRow, Prepared
 
 __all__ = ["FirestoreStore"]
 
@@ -94,6 +81,9 @@ class FirestoreStore(Store):
     Safe for concurrent use from one event loop and from any number of processes: every
     check is a precondition evaluated by Firestore inside the write itself. Use one store
     from one event loop (its gRPC channel belongs to the loop that first used it)."""
+
+    #: Firestore accepts at most 500 writes in one commit.
+    max_commit_writes = 500
 
     def __init__(
         self,
@@ -120,7 +110,6 @@ class FirestoreStore(Store):
             except auth_exc.GoogleAuthError as exc:
                 raise translate(exc, "connect") from exc
         self._docs = Documents(client, root)
-        self._appender = Appender(self._docs)
         self._closed = False
 
     @property
@@ -145,204 +134,101 @@ class FirestoreStore(Store):
             raise TaiFsmError(f"{self.url} store is closed")
         return self._docs
 
-    # ------------------------------------------------------------------ state records
-    async def read_state(self, governor: str, state_id: str) -> StoredState:
-        """The state record and its token (one ``get``); ``StateNotFound`` when absent."""
-        docs = self._open()
-        stored = await docs.get_state(governor, validate_id(state_id, "state id"))
-        if stored is None:
-            raise StateNotFound(governor, state_id)
-        return stored
+    # ------------------------------------------------------------------ records
+    async def _read_records(
+        self, governor: str, kind: str, record_ids: list[str]
+    ) -> dict[str, RawRecord]:
+        """One ``BatchGetDocuments`` for any number of ids."""
+        return await self._open().read_records(governor, kind, record_ids)
 
-    async def batch_read_states(
-        self, governor: str, state_ids: Sequence[str]
-    ) -> dict[str, StoredState]:
-        """Several state records through one ``BatchGetDocuments`` RPC."""
+    async def _list_records(self, governor: str, kind: str, after: str, limit: int) -> list[str]:
+        """Names only, in key order (one query)."""
         docs = self._open()
-        col = docs.states(governor)
-        unique = list(dict.fromkeys(check_ids(state_ids, "state id")))
-        if not unique:
-            return {}
-        found = await docs.get_all([col.document(sid) for sid in unique], "batch read of states")
-        return {doc.id: docs.stored_state(doc, governor) for doc in found if doc.exists}
+        query = docs.key_range(
+            docs.records(governor, kind), None, None, end_inclusive=False,
+            after=after or None, fields=[],
+        )
+        return [doc.id for doc in await docs.fetch(query.limit(limit), f"list of {kind}")]
 
-    async def write_state(
-        self,
-        governor: str,
-        state_id: str,
-        snapshot: StateSnapshot,
-        *,
-        expected_version: int | None,
-    ) -> int:
-        """Write a state record. ``expected_version=0`` is one create (must not exist);
-        another int reads the record and writes with an ``update_time`` precondition, so of
-        two concurrent writers exactly one wins and the other gets ``VersionConflict``.
-        ``None`` retries that read-then-write until it lands on the current version."""
-        docs = self._open()
-        validate_id(state_id, "state id")
-        check_snapshot(snapshot)
-        expected = check_expected_version(expected_version)
-        ref = docs.states(governor).document(state_id)
-        what = f"write of state {state_id!r}"
-        for attempt in range(RETRIES):
-            current = None if expected == 0 else await docs.get_state(governor, state_id)
-            version = current.version if current is not None else 0
-            if expected is not None and version != expected:
-                raise VersionConflict(state_id, expected, version)
-            fields = state_fields(version + 1, encode_snapshot(snapshot, version + 1, what))
-            token = Token.parse(current.token) if current is not None else None
-            write = (
-                create_write(docs.path(ref), fields)
-                if token is None
-                else set_write(docs.path(ref), fields, token)
-            )
-            try:
-                await docs.commit([write], what)
-                return version + 1
-            except CONFLICT_ERRORS:
-                if expected is not None:
-                    now = await docs.get_state(governor, state_id)
-                    actual = now.version if now is not None else 0
-                    raise VersionConflict(state_id, expected, actual) from None
-                await pause(attempt)
-        raise VersionConflict(state_id, version, None)  # other writers kept winning
-
-    async def delete_state(
-        self, governor: str, state_id: str, expected_version: int | None = None
-    ) -> None:
-        """Delete a state record (its events and snapshots stay). Without a version: one
-        delete with an ``exists`` precondition. With one: a ``get``, then a delete
-        preconditioned on the ``update_time`` read."""
-        docs = self._open()
-        validate_id(state_id, "state id")
-        expected = check_expected_version(expected_version)
-        path = docs.path(docs.states(governor).document(state_id))
-        when: bool | Token | None = True
-        if expected is not None:
-            current = await docs.get_state(governor, state_id)
-            if current is None:
-                raise StateNotFound(governor, state_id)
-            if current.version != expected:
-                raise VersionConflict(state_id, expected, current.version)
-            when = Token.parse(current.token)
-        try:
-            await docs.commit([delete_write(path, when)], f"delete of state {state_id!r}")
-        except CONFLICT_ERRORS:
-            now = await docs.get_state(governor, state_id)
-            if now is None:
-                raise StateNotFound(governor, state_id) from None
-            raise VersionConflict(state_id, expected or 0, now.version) from None
-
-    async def list_states(self, governor: str) -> AsyncIterator[str]:
-        """State ids of ``governor`` in key order (names only, one query per 1000)."""
-        docs = self._open()
-        async for page in docs.scan(
-            docs.states(governor),
-            None,
-            None,
-            end_inclusive=False,
-            page=DEFAULT_BATCH_SIZE,
-            fields=[],
-            what="list of states",
-        ):
-            for doc in page:
-                yield doc.id
-
-    async def list_governors(self) -> list[str]:
-        """Governors holding any document (``ListDocuments`` shows the governor documents,
-        which exist only as parents of their records)."""
+    async def _list_governors(self) -> list[str]:
+        """``ListDocuments`` of the root shows the governor documents, which exist only as
+        parents of their collections."""
         docs = self._open()
 
         async def collect() -> list[str]:
             return [ref.id async for ref in docs.root_collection().list_documents()]
 
-        return sorted(await call(collect(), "list of governors"))
+        return await call(collect(), "list of governors")
+
+    # ------------------------------------------------------------------ the commit
+    async def _commit(self, governor: str, prepared: list[Prepared]) -> CommitResult:
+        """One batched write with preconditions: :mod:`tai_fsm.stores.firestore_commit`."""
+        return await commit(self._open(), governor, prepared, self.max_commit_writes)
 
     # ------------------------------------------------------------------ event streams
-    async def append_events(
-        self,
-        governor: str,
-        stream_id: str,
-        events: Sequence[Event],
-        *,
-        expected_version: int | None,
-        state: StateSnapshot | None = None,
-        token: str | None = None,
-    ) -> AppendResult:
-        """Append ``events`` and write the state record ``stream_id`` in ONE commit; with
-        a current ``token`` nothing is read first. See :mod:`tai_fsm.stores.firestore_append`
-        for the preconditions. At most 498 events per call (Firestore's 500 writes per
-        commit, including the state record and the head check): more raise ``InvalidInput``
-        before anything is sent."""
-        self._open()
-        validate_id(governor, "governor")
-        validate_id(stream_id, "stream id")
-        expected = check_expected_version(expected_version)
-        checked = check_events(stream_id, events, expected)
-        if state is not None:
-            check_snapshot(state, "state")
-        check_batch(len(checked) + 2, f"append_events of {len(checked)} events")
-        return await self._appender.append(governor, stream_id, checked, expected, state, token)
-
-    async def read_events(
-        self,
-        governor: str,
-        stream_id: str,
-        *,
-        after_version: int = 0,
-        up_to_version: int | None = None,
-        until: datetime | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> AsyncIterator[Event]:
-        """Events in version order, one key-range query per ``batch_size`` events."""
-        docs = self._open()
-        validate_id(stream_id, "stream id")
-        after = check_version(after_version, "after_version")
-        upper = None if up_to_version is None else check_version(up_to_version, "up_to_version")
-        cutoff = None if until is None else ensure_utc(until, "until")
-        size = check_batch_size(batch_size)
+    def _range(self, stream_id: str, after: int, upper: int | None) -> tuple[str, str, bool]:
+        """Keys of versions ``after < v <= upper``: (first, end, end inclusive)."""
         first, end = stream_range(stream_id)
-        inclusive = False
-        if upper is not None:
-            if upper <= after:
-                return
-            end, inclusive = event_key(stream_id, upper), True
         if after > 0:
-            first = event_key(stream_id, after + 1)
+            first = event_key(stream_id, clamp(after + 1))
+        if upper is not None:
+            return first, event_key(stream_id, clamp(upper)), True
+        return first, end, False
+
+    async def _event_rows(
+        self, governor: str, stream_id: str, after: int, upper: int | None, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        """One key-range query (projected on ``record`` and ``ts``)."""
+        docs = self._open()
+        if after >= MAX_VERSION:
+            return []
+        first, end, inclusive = self._range(stream_id, after, upper)
+        query = docs.key_range(
+            docs.events(governor), first, end, end_inclusive=inclusive, fields=["record", "ts"]
+        )
+        found = await docs.fetch(query.limit(limit), f"read of stream {stream_id!r}")
+        rows = []
+        for doc in found:
+            version = version_of_key(doc.id)
+            rows.append((version, ts_of(doc, governor, stream_id, version), raw_of(doc)))
+        return rows
+
+    async def _event_versions(
+        self,
+        governor: str,
+        stream_id: str,
+        after: int,
+        upper: int | None,
+        cutoff: int | None,
+        limit: int,
+    ) -> list[int]:
+        """Key names (and ``ts`` with a cutoff) only. The ``ts <= cutoff`` filter runs in
+        the client on projected pages: in a query, a range on ``ts`` next to the key range
+        would need a composite index."""
+        docs = self._open()
+        if after >= MAX_VERSION:
+            return []
+        first, end, inclusive = self._range(stream_id, after, upper)
+        found: list[int] = []
         async for page in docs.scan(
-            docs.events(governor),
-            first,
-            end,
-            end_inclusive=inclusive,
-            page=size,
-            what=f"read of stream {stream_id!r}",
+            docs.events(governor), first, end, end_inclusive=inclusive, page=limit,
+            fields=[] if cutoff is None else ["ts"], what=f"read of stream {stream_id!r}",
         ):
             for doc in page:
-                event = docs.event(doc, governor)
-                if cutoff is None or event.timestamp <= cutoff:
-                    yield event
+                version = version_of_key(doc.id)
+                if cutoff is None or ts_of(doc, governor, stream_id, version) <= cutoff:
+                    found.append(version)
+            if len(found) >= limit:
+                break
+        return found[:limit]
 
-    async def stream_version(self, governor: str, stream_id: str) -> int:
-        """The head version (0 for no events): 3 queries in 2 round trips."""
-        docs = self._open()
-        return await docs.head(governor, validate_id(stream_id, "stream id"))
+    async def _stream_head(self, governor: str, stream_id: str) -> int:
+        """3 queries in 2 round trips (:meth:`Documents.head`)."""
+        return await self._open().head(governor, stream_id)
 
-    async def iter_all_events(
-        self, governor: str, *, batch_size: int = DEFAULT_BATCH_SIZE
-    ) -> AsyncIterator[Event]:
-        """Every event of ``governor`` by stream id, then version (the key order), one
-        query per ``batch_size`` events."""
-        docs = self._open()
-        size = check_batch_size(batch_size)
-        async for page in docs.scan(
-            docs.events(governor), None, None, end_inclusive=False, page=size, what="read of events"
-        ):
-            for doc in page:
-                yield docs.event(doc, governor)
-
-    async def list_streams(self, governor: str) -> list[str]:
-        """Stream ids with events, ascending: a skip scan over key names, one query per up
-        to 300 streams (it jumps past the rest of a stream's events)."""
+    async def _list_streams(self, governor: str) -> list[str]:
+        """A skip scan over key names: one query per up to 300 streams (it jumps past the
+        rest of a stream's events)."""
         docs = self._open()
         col = docs.events(governor)
         streams: list[str] = []
@@ -359,129 +245,73 @@ class FirestoreStore(Store):
             start = stream_range(streams[-1])[1]
 
     # ------------------------------------------------------------------ snapshots
-    async def save_snapshot(
-        self, governor: str, stream_id: str, snapshot: StateSnapshot, *, keep: int | None = None
+    async def _save_snapshot(
+        self, governor: str, stream_id: str, version: int, raw: bytes, keep: int | None
     ) -> None:
-        """Write (or replace) the snapshot at ``snapshot.version`` (one commit). With
-        ``keep``, the stream's snapshots are then listed (one query) and all but the newest
-        ``keep`` deleted (one more commit when there are any): trimming after the write means
-        concurrent savers of one stream still leave only the newest ``keep``."""
+        """One commit; with ``keep``, then one query for the stream's snapshot versions and
+        one more commit of deletions when there are any (trimming after the write means
+        concurrent savers still leave only the newest ``keep``)."""
         docs = self._open()
-        validate_id(stream_id, "stream id")
-        check_snapshot(snapshot)
-        version = check_version(snapshot.version, "snapshot.version", minimum=1)
-        keep_n = check_keep(keep)
         what = f"snapshot {stream_id!r}@{version}"
-        fields = snapshot_fields(stream_id, version, encode_snapshot(snapshot, version, what))
-        col = docs.snapshots(governor)
-        await docs.commit(
-            [set_write(docs.path(col.document(snapshot_key(stream_id, version))), fields)], what
-        )
-        if keep_n is None:
+        path = docs.doc_path(governor, "snapshots", snapshot_key(stream_id, version))
+        await docs.commit([set_write(path, snapshot_fields(stream_id, version, raw))], what)
+        if keep is None:
             return
-        doomed = (await self.snapshot_versions(governor, stream_id))[:-keep_n]
-        for start in range(0, len(doomed), 500):
-            paths = [docs.path(col.document(snapshot_key(stream_id, old))) for old in doomed]
-            await docs.commit(
-                [delete_write(path) for path in paths[start : start + 500]],
-                f"snapshot retention of {stream_id!r}",
-            )
+        doomed = sorted(await self._snapshot_versions(governor, stream_id))[:-keep]
+        paths = [docs.doc_path(governor, "snapshots", snapshot_key(stream_id, v)) for v in doomed]
+        for start in range(0, len(paths), self.max_commit_writes):
+            chunk = paths[start : start + self.max_commit_writes]
+            await docs.commit([delete_write(p) for p in chunk], f"retention of {stream_id!r}")
 
-    async def load_snapshot(
-        self, governor: str, stream_id: str, *, at_or_before: int | None = None
-    ) -> StateSnapshot | None:
-        """The newest snapshot (``version <= at_or_before`` when given): one query reading
-        one document (snapshot keys invert the version, so the newest sorts first)."""
+    async def _load_snapshot(
+        self, governor: str, stream_id: str, at_or_before: int | None
+    ) -> tuple[int, bytes] | None:
+        """One query reading one document (keys invert versions: the newest sorts first)."""
         docs = self._open()
-        validate_id(stream_id, "stream id")
-        limit = None if at_or_before is None else check_version(at_or_before, "at_or_before")
         first, end = stream_range(stream_id)
-        if limit is not None:
-            if limit < 1:
+        if at_or_before is not None:
+            if at_or_before < 1:
                 return None
-            first = snapshot_key(stream_id, limit)
+            first = snapshot_key(stream_id, clamp(at_or_before))
         query = docs.key_range(docs.snapshots(governor), first, end, end_inclusive=False)
         found = await docs.fetch(query.limit(1), f"snapshot read of {stream_id!r}")
-        return docs.snapshot(found[0], governor, stream_id) if found else None
+        if not found:
+            return None
+        return snapshot_version_of_key(found[0].id), raw_of(found[0])
 
-    async def snapshot_versions(self, governor: str, stream_id: str) -> list[int]:
-        """Versions of the stream's snapshots, ascending (key names only)."""
+    async def _snapshot_versions(self, governor: str, stream_id: str) -> list[int]:
+        """Key names only, one query per 1000."""
         docs = self._open()
-        first, end = stream_range(validate_id(stream_id, "stream id"))
+        first, end = stream_range(stream_id)
         versions: list[int] = []
         async for page in docs.scan(
-            docs.snapshots(governor),
-            first,
-            end,
-            end_inclusive=False,
-            page=DEFAULT_BATCH_SIZE,
-            fields=[],
-            what=f"snapshot list of {stream_id!r}",
+            docs.snapshots(governor), first, end, end_inclusive=False,
+            page=DEFAULT_BATCH_SIZE, fields=[], what=f"snapshot list of {stream_id!r}",
         ):
             versions.extend(snapshot_version_of_key(doc.id) for doc in page)
-        return sorted(versions)
+        return versions
 
-    async def compact_stream(
-        self, governor: str, stream_id: str, *, up_to_version: int
+    async def _compact(
+        self,
+        governor: str,
+        stream_id: str,
+        cut: int,
+        last: int,
+        rewrite: EventRow | None,
     ) -> CleanupResult:
-        """Delete events ``<= up_to_version`` (never the head) and the snapshots older than
-        the newest one at or before it, oldest first, in commits of up to 500 deletes. Not
-        atomic as a whole, but every intermediate state is a valid, shorter log. A writer
-        whose view predates the compaction still fails its preconditions."""
-        docs = self._open()
-        validate_id(stream_id, "stream id")
-        cut = check_version(up_to_version, "up_to_version", minimum=1)
-        versions = await self.snapshot_versions(governor, stream_id)
-        if not versions or versions[-1] < cut:
-            raise InvalidInput(
-                f"compact_stream({stream_id!r}, up_to_version={cut}) needs a snapshot at "
-                f"version {cut} or later; save one first",
-                field="up_to_version",
-            )
-        what = f"compaction of {stream_id!r}"
-        events, event_bytes = 0, 0
-        last = min(cut, await docs.head(governor, stream_id) - 1)
-        if last >= 1:
-            events, event_bytes = await docs.delete_range(
-                docs.events(governor),
-                stream_range(stream_id)[0],
-                event_key(stream_id, last),
-                what,
-                end_inclusive=True,
-            )
-        snaps, snap_bytes = 0, 0
-        covering = [v for v in versions if v <= cut]
-        if covering and covering[-1] > versions[0]:
-            # keys invert versions: the snapshots older than covering[-1] sort after it
-            snaps, snap_bytes = await docs.delete_range(
-                docs.snapshots(governor),
-                snapshot_key(stream_id, covering[-1] - 1),
-                stream_range(stream_id)[1],
-                what,
-                end_inclusive=False,
-            )
-        return CleanupResult(
-            deleted_events=events, deleted_snapshots=snaps, recovered_bytes=event_bytes + snap_bytes
+        """Commits of up to 500 writes, oldest events first, each leaving a readable
+        stream: :func:`tai_fsm.stores.firestore_maintenance.compact`."""
+        return await compact(
+            self._open(), governor, stream_id, cut, last, rewrite,
+            partial(self._decode_document_at, governor, stream_id), self.max_commit_writes,
         )
 
     # ------------------------------------------------------------------ statistics
-    async def get_stats(self, governor: str | None = None) -> StoreStats:
-        """Exact figures from aggregation queries: count and sum of ``size`` per collection
-        plus the highest state and event version — 5 parallel queries per governor.
-        ``max_version`` is the highest version of any state record or event; ``bytes`` the
-        encoded size of state records, events and snapshots."""
-        self._open()
-        if governor is not None:
-            validate_id(governor, "governor")
-        governors = [governor] if governor is not None else await self.list_governors()
-        parts = await asyncio.gather(*(self._docs.governor_stats(g) for g in governors))
-        return StoreStats(
-            total_states=sum(p.total_states for p in parts),
-            total_events=sum(p.total_events for p in parts),
-            total_snapshots=sum(p.total_snapshots for p in parts),
-            max_version=max((p.max_version for p in parts), default=0),
-            bytes=sum(p.bytes for p in parts),
-        )
+    async def _stats(self, governor: str | None) -> StoreStats:
+        """Aggregation queries per governor, governors in parallel."""
+        docs = self._open()
+        governors = [governor] if governor is not None else await self._list_governors()
+        return await governor_stats(docs, governors)
 
     # ------------------------------------------------------------------ maintenance
     async def drop_all(self) -> int:
@@ -495,5 +325,8 @@ class FirestoreStore(Store):
             found = await docs.fetch(query, "drop_all")
             if not found:
                 return deleted
-            await docs.commit([delete_write(docs.path(doc.reference)) for doc in found], "drop_all")
+            await docs.commit(
+                [delete_write(str(doc.reference._document_path)) for doc in found], "drop_all"
+            )
             deleted += len(found)
+

@@ -1,15 +1,15 @@
 """Document references, key-range scans, commits and stream heads for the Firestore store.
 
 :class:`Documents` is the layer between :class:`~tai_fsm.stores.firestore.FirestoreStore`
-(the Store contract) and the ``google.cloud.firestore`` client: it knows the layout of
+and the ``google.cloud.firestore`` client: it knows the layout of
 :mod:`tai_fsm.stores.firestore_codec`, turns Google errors into tai-fsm errors, and counts
-on nothing but write preconditions for concurrency.
+on nothing but write preconditions for concurrency. It hands out stored bytes; decoding
+is the ``Store`` base class's job.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -21,33 +21,65 @@ from google.cloud.firestore_v1.async_collection import AsyncCollectionReference
 from google.cloud.firestore_v1.async_document import AsyncDocumentReference
 from google.cloud.firestore_v1.async_query import AsyncQuery
 from google.cloud.firestore_v1.base_document import DocumentSnapshot
+from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.types.write import WriteResult as _WriteResultPb
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from tai_fsm.errors import IntegrityError, StoreUnavailable
-from tai_fsm.ids import validate_id
-from tai_fsm.records import Event, StateSnapshot, StoredState, StoreStats
-from tai_fsm.stores.common import decode_event, decode_snapshot
+from tai_fsm.errors import StoreUnavailable
+from tai_fsm.retry import RetryPolicy, retry_async
+from tai_fsm.stores.base import RawRecord
 from tai_fsm.stores.firestore_codec import (
+    COMPACTED,
+    EVENTS,
+    SNAPSHOTS,
     Token,
     delete_write,
     event_key,
-    record_of,
+    kind_collection,
     stream_range,
+    version_of_key,
 )
 from tai_fsm.stores.firestore_errors import CONFLICT_ERRORS, call, translate
+from tai_fsm.stores.recordcodec import corrupt
 
-__all__ = ["RETRIES", "Doc", "Documents", "pause"]
-
-#: Attempts for operations that race other writers (unconditional writes, head lookups).
-RETRIES = 25
+__all__ = ["RACES", "Doc", "Documents", "int_field", "raw_of", "ts_of"]
 
 Doc = DocumentSnapshot[AsyncDocumentReference]
 
+_IN_LIMIT = 30  # values per "in" filter
 
-async def pause(attempt: int) -> None:
-    """Sleep a jittered, exponentially growing moment (at most 0.5 s) before a retry."""
-    await asyncio.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
+
+class _HeadMoved(StoreUnavailable):
+    """The head of a stream moved while it was looked up (retried)."""
+
+
+#: Attempts for reads and writes that race other writers (head lookups, appends at the
+#: head, unconditional writes, a stale token); waits grow from milliseconds.
+RACES = 25
+_HEAD_POLICY = RetryPolicy(
+    max_attempts=RACES, base=0.005, cap=0.5, retry=lambda e: isinstance(e, _HeadMoved)
+)
+
+
+def raw_of(doc: Doc) -> bytes:
+    """The stored JSON of a document (empty when the field is missing: decoding then
+    reports the record as corrupt)."""
+    record = (doc.to_dict() or {}).get("record")
+    return record.encode("utf-8") if isinstance(record, str) else b""
+
+
+def int_field(doc: Doc, name: str) -> int:
+    value = (doc.to_dict() or {}).get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def ts_of(doc: Doc, governor: str, stream_id: str, version: int) -> int:
+    """The ``ts`` field of an event document (epoch microseconds); ``IntegrityError``
+    when it is missing (the document was not written by this store)."""
+    value = (doc.to_dict() or {}).get("ts")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise corrupt("event", governor, stream_id, version, "its ts field is missing")
 
 
 class Documents:
@@ -63,21 +95,19 @@ class Documents:
         return self.client.collection(self.root)
 
     def governor(self, governor: str) -> AsyncDocumentReference:
-        return self.root_collection().document(validate_id(governor, "governor"))
+        return self.root_collection().document(governor)
 
-    def states(self, governor: str) -> AsyncCollectionReference:
-        return cast(AsyncCollectionReference, self.governor(governor).collection("states"))
+    def collection(self, governor: str, name: str) -> AsyncCollectionReference:
+        return cast(AsyncCollectionReference, self.governor(governor).collection(name))
+
+    def records(self, governor: str, kind: str) -> AsyncCollectionReference:
+        return self.collection(governor, kind_collection(kind))
 
     def events(self, governor: str) -> AsyncCollectionReference:
-        return cast(AsyncCollectionReference, self.governor(governor).collection("events"))
+        return self.collection(governor, EVENTS)
 
     def snapshots(self, governor: str) -> AsyncCollectionReference:
-        return cast(AsyncCollectionReference, self.governor(governor).collection("snapshots"))
-
-    @staticmethod
-    def path(ref: AsyncDocumentReference) -> str:
-        """The full resource name of a document (for write protobufs)."""
-        return str(ref._document_path)
+        return self.collection(governor, SNAPSHOTS)
 
     def doc_path(self, governor: str, collection: str, key: str) -> str:
         """The resource name of ``{root}/{governor}/{collection}/{key}`` without building
@@ -85,6 +115,15 @@ class Documents:
         if self._base is None:
             self._base = f"{self.client._database_string}/documents/{self.root}"
         return f"{self._base}/{governor}/{collection}/{key}"
+
+    def record_path(self, governor: str, kind: str, record_id: str) -> str:
+        return self.doc_path(governor, kind_collection(kind), record_id)
+
+    def event_path(self, governor: str, stream_id: str, version: int) -> str:
+        return self.doc_path(governor, EVENTS, event_key(stream_id, version))
+
+    def marker_path(self, governor: str, stream_id: str) -> str:
+        return self.doc_path(governor, COMPACTED, stream_id)
 
     # ------------------------------------------------------------------ queries
     @staticmethod
@@ -145,18 +184,22 @@ class Documents:
         result = await call(query.get(), what)
         return {agg.alias: int(agg.value or 0) for agg in result[0]}
 
-    async def get_all(self, refs: list[AsyncDocumentReference], what: str) -> list[Doc]:
-        """Several documents through one BatchGetDocuments RPC (missing ones included,
-        with ``exists`` False)."""
+    async def get_all(self, paths: list[str], what: str) -> dict[str, Doc]:
+        """Several documents (full resource names) through one BatchGetDocuments RPC;
+        path -> snapshot, absent ones left out."""
+        if not paths:
+            return {}
+        refs = [self.client.document(path.split("/documents/", 1)[1]) for path in paths]
 
         async def collect() -> list[Doc]:
             return [doc async for doc in self.client.get_all(refs)]
 
-        return await call(collect(), what)
+        found = await call(collect(), what)
+        return {str(doc.reference._document_path): doc for doc in found if doc.exists}
 
     # ------------------------------------------------------------------ writes
     async def commit(self, writes: list[Any], what: str) -> list[Timestamp]:
-        """Commit ``writes`` (write protobufs, see :mod:`~tai_fsm.stores.firestore_codec`)
+        """Commit ``writes`` (write protobufs, :mod:`~tai_fsm.stores.firestore_codec`)
         atomically in ONE RPC; returns each write's ``update_time``. Failed preconditions
         (ALREADY_EXISTS, FAILED_PRECONDITION, NOT_FOUND) propagate as Google errors for the
         caller to interpret; everything else is translated."""
@@ -172,33 +215,22 @@ class Documents:
 
     # ------------------------------------------------------------------ records
     @staticmethod
-    def stored_state(doc: Doc, governor: str) -> StoredState:
-        """A state document as a ``StoredState`` with its token."""
-        data = doc.to_dict()
-        version = int((data or {}).get("version") or 0)
-        snapshot = decode_snapshot(record_of(data), governor, doc.id, version)
-        return StoredState(
-            snapshot=snapshot, version=version, token=str(Token.of(version, doc.update_time))
-        )
+    def raw_record(doc: Doc, scope: int) -> RawRecord:
+        """A record document as the base class wants it: version, JSON, token (``scope``:
+        :meth:`Token.scope_of` the record)."""
+        version = int_field(doc, "version")
+        return RawRecord(version, raw_of(doc), str(Token.of(version, doc.update_time, scope)))
 
-    @staticmethod
-    def event(doc: Doc, governor: str) -> Event:
-        data = doc.to_dict() or {}
-        stream_id, version = data.get("stream_id"), data.get("version")
-        if not isinstance(stream_id, str) or not isinstance(version, int):
-            raise IntegrityError(f"event document {doc.id!r} in governor {governor!r} is corrupt")
-        return decode_event(record_of(data), governor, stream_id, version)
-
-    @staticmethod
-    def snapshot(doc: Doc, governor: str, stream_id: str) -> StateSnapshot:
-        version = int((doc.to_dict() or {}).get("version") or 0)
-        return decode_snapshot(record_of(doc.to_dict()), governor, stream_id, version, "snapshot")
-
-    async def get_state(self, governor: str, state_id: str) -> StoredState | None:
-        """The state record (one ``get``), or None when absent."""
-        ref = self.states(governor).document(state_id)
-        doc = await call(ref.get(), f"read of state {state_id!r}")
-        return self.stored_state(doc, governor) if doc.exists else None
+    async def read_records(
+        self, governor: str, kind: str, record_ids: list[str]
+    ) -> dict[str, RawRecord]:
+        """Records of ``kind`` among ``record_ids`` (one BatchGetDocuments)."""
+        paths = {self.record_path(governor, kind, rid): rid for rid in record_ids}
+        found = await self.get_all(list(paths), f"read of {kind} records")
+        return {
+            paths[path]: self.raw_record(doc, Token.scope_of(governor, kind, paths[path]))
+            for path, doc in found.items()
+        }
 
     # ------------------------------------------------------------------ stream heads
     async def count(self, governor: str, stream_id: str) -> int:
@@ -212,10 +244,9 @@ class Documents:
     async def lowest(self, governor: str, stream_id: str) -> int:
         """The oldest stored version of ``stream_id`` (0 when it has no events)."""
         first, end = stream_range(stream_id)
-        col = self.events(governor)
-        query = self.key_range(col, first, end, end_inclusive=False, fields=["version"])
+        query = self.key_range(self.events(governor), first, end, end_inclusive=False, fields=[])
         docs = await self.fetch(query.limit(1), f"read of stream {stream_id!r}")
-        return int(docs[0].get("version")) if docs else 0
+        return version_of_key(docs[0].id) if docs else 0
 
     async def head_estimate(self, governor: str, stream_id: str) -> int:
         """The head from two parallel queries: oldest stored version + count - 1 (stored
@@ -229,18 +260,51 @@ class Documents:
 
     async def head(self, governor: str, stream_id: str) -> int:
         """The exact head: :meth:`head_estimate` confirmed by one BatchGetDocuments (the
-        event at the head exists and the next does not) — two round trips."""
-        col = self.events(governor)
-        for attempt in range(RETRIES):
-            head = await self.head_estimate(governor, stream_id)
-            keys = [event_key(stream_id, v) for v in (head, head + 1) if v > 0]
-            docs = await self.get_all([col.document(k) for k in keys], "read of stream head")
-            present = {doc.id for doc in docs if doc.exists}
-            if (head == 0 or keys[0] in present) and event_key(stream_id, head + 1) not in present:
-                return head
-            await pause(attempt)
-        raise StoreUnavailable(f"the head of stream {stream_id!r} kept moving; retry later")
+        event at the head exists and the next does not) — two round trips; retried while
+        the stream moves."""
 
+        async def attempt() -> int:
+            head = await self.head_estimate(governor, stream_id)
+            paths = [self.event_path(governor, stream_id, v) for v in (head, head + 1) if v > 0]
+            found = await self.get_all(paths, "read of stream head")
+            if (head == 0 or paths[0] in found) and paths[-1] not in found:
+                return head
+            raise _HeadMoved(f"the head of stream {stream_id!r} kept moving; retry later")
+
+        return await retry_async(attempt, _HEAD_POLICY)
+
+    async def find_ids(self, governor: str, stream_id: str, ids: list[str]) -> dict[str, int]:
+        """Versions of those of ``ids`` already stored in ``stream_id`` (queries on the
+        single-field index of ``event_id``, 30 ids each, in parallel)."""
+        col = self.events(governor)
+
+        async def lookup(chunk: list[str]) -> list[Doc]:
+            query = col.where(filter=FieldFilter("event_id", "in", chunk)).select(
+                ["event_id", "stream_id", "version"]
+            )
+            return await self.fetch(query, f"event id lookup in {stream_id!r}")
+
+        chunks = [ids[i : i + _IN_LIMIT] for i in range(0, len(ids), _IN_LIMIT)]
+        found: dict[str, int] = {}
+        for docs in await asyncio.gather(*(lookup(chunk) for chunk in chunks)):
+            for doc in docs:
+                if doc.get("stream_id") == stream_id:
+                    found[str(doc.get("event_id"))] = int_field(doc, "version")
+        return found
+
+    async def ids_between(self, governor: str, stream_id: str, first: int, last: int) -> list[str]:
+        """Event ids stored at versions ``first..last`` of ``stream_id``, in order."""
+        query = self.key_range(
+            self.events(governor),
+            event_key(stream_id, first),
+            event_key(stream_id, last),
+            end_inclusive=True,
+            fields=["event_id"],
+        )
+        docs = await self.fetch(query, f"read of stream {stream_id!r}")
+        return [str(doc.get("event_id")) for doc in docs]
+
+    # ------------------------------------------------------------------ deletion
     async def delete_range(
         self,
         col: AsyncCollectionReference,
@@ -257,38 +321,9 @@ class Documents:
         async for docs in self.scan(
             col, first, end, end_inclusive=end_inclusive, page=page, fields=["size"], what=what
         ):
-            await self.commit([delete_write(self.path(doc.reference)) for doc in docs], what)
-            size += sum(int(doc.get("size") or 0) for doc in docs)
+            await self.commit(
+                [delete_write(str(doc.reference._document_path)) for doc in docs], what
+            )
+            size += sum(int_field(doc, "size") for doc in docs)
             count += len(docs)
         return count, size
-
-    # ------------------------------------------------------------------ statistics
-    async def governor_stats(self, governor: str) -> StoreStats:
-        """Exact figures for one governor from 5 parallel queries: count and sum of
-        ``size`` per collection, and the highest state and event ``version``."""
-
-        async def totals(col: AsyncCollectionReference) -> dict[str, int]:
-            # no ordering: sum() cannot follow an order on __name__
-            counted = cast(AsyncAggregationQuery, cast(Any, col).count(alias="n"))
-            return await self.aggregate(counted.sum("size", alias="b"), "statistics")
-
-        async def highest(col: AsyncCollectionReference) -> int:
-            query = col.order_by("version", direction="DESCENDING").select(["version"])
-            found = await self.fetch(query.limit(1), "statistics")
-            return int(found[0].get("version")) if found else 0
-
-        states, events, snaps = (
-            self.states(governor),
-            self.events(governor),
-            self.snapshots(governor),
-        )
-        st, ev, sn, top_state, top_event = await asyncio.gather(
-            totals(states), totals(events), totals(snaps), highest(states), highest(events)
-        )
-        return StoreStats(
-            total_states=st["n"],
-            total_events=ev["n"],
-            total_snapshots=sn["n"],
-            max_version=max(top_state, top_event),
-            bytes=st["b"] + ev["b"] + sn["b"],
-        )

@@ -14,8 +14,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-import orjson
-
 from tai_fsm.errors import TaiFsmError, VersionConflict
 from tai_fsm.records import CleanupResult, StoreStats
 from tai_fsm.stores.base import RawRecord, Store
@@ -24,6 +22,7 @@ from tai_fsm.stores.planning import (
     Current,
     EventRow,
     Prepared,
+    fencing_token_of,
     landed_ranges,
     needs,
     plan,
@@ -108,7 +107,7 @@ class MemoryStore(Store):
                 current.versions[(kind, record_id)] = 0 if found is None else found[0]
             for resource in wanted.fences:
                 lease = self._records.get((governor, LOCKS, resource))
-                current.fences[resource] = None if lease is None else _fencing(lease[1])
+                current.fences[resource] = None if lease is None else fencing_token_of(lease[1])
             for stream_id, ids in wanted.ids.items():
                 stream = self._streams.get((governor, stream_id))
                 rows = [] if stream is None else stream.rows
@@ -276,11 +275,3 @@ class MemoryStore(Store):
                 + sum(len(raw) for s in snapshots for raw in s.values()),
             )
 
-
-def _fencing(raw: bytes) -> int | None:
-    """The ``fencing_token`` a lease record holds (None when it holds none)."""
-    try:
-        value = orjson.loads(raw).get("data", {}).get("fencing_token")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

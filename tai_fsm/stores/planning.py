@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import orjson
+
 from tai_fsm.errors import InvalidInput, LockNotHeld, StateNotFound, VersionConflict
 from tai_fsm.records import Event, StateSnapshot
 from tai_fsm.stores.common import (
@@ -56,6 +58,8 @@ __all__ = [
     "PreparedExpect",
     "PreparedFence",
     "PreparedPut",
+    "check_fence",
+    "fencing_token_of",
     "landed_ranges",
     "needs",
     "plan",
@@ -389,6 +393,16 @@ def check_fence(item: PreparedFence, issued: int | None) -> None:
             f"fenced write refused: lock {item.resource!r} has issued fencing token {issued}, "
             f"newer than this writer's {item.fencing_token} (its lease was taken over)"
         )
+
+
+def fencing_token_of(raw: bytes) -> int | None:
+    """The ``fencing_token`` a stored lease record holds in its ``data`` (None when it
+    holds none): what :class:`~tai_fsm.stores.ops.Fence` compares against."""
+    try:
+        value = orjson.loads(raw).get("data", {}).get("fencing_token")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _what(kind: str) -> str:

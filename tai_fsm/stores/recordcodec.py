@@ -225,7 +225,9 @@ def unseal(raw: bytes) -> bytes | None:
     return body if zlib.crc32(body) == expected else None
 
 
-_DEFAULT_METADATA = {"changed_by": "system", "reason": "", "parent_version": None, "context": {}}
+_DEFAULT_METADATA: dict[str, Any] = {
+    "changed_by": "system", "reason": "", "parent_version": None, "context": {}
+}
 
 
 def _strip_shared(document: dict[str, Any]) -> None:
