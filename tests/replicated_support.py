@@ -12,6 +12,7 @@ from tai_fsm.definition import Machine, State
 from tai_fsm.errors import StoreUnavailable
 from tai_fsm.records import Event, StateSnapshot, VectorClock
 from tai_fsm.stores.base import Store
+from tai_fsm.stores.firestore import FirestoreStore
 from tai_fsm.stores.memory import MemoryStore
 from tai_fsm.stores.sqlite import SQLiteStore
 
@@ -47,6 +48,33 @@ def event(stream_id: str, version: int, event_id: str, *, node: str = "n", at: f
                                causality=clock),
         payload={"by": node}, timestamp=when, causality=clock,
     )
+
+
+def chained(stream_id: str, first: int, count: int, *, node: str, at: float,
+            after: Event | None = None) -> list[Event]:
+    """``count`` runtime-shaped events of ``stream_id`` from version ``first``, hash-chained
+    (onto ``after``, the event before them, when given) — fixed ids and times, so the same
+    history can be built twice."""
+    from tai_fsm.runtime.hashing import compute_event_hash
+
+    events: list[Event] = []
+    previous = after
+    for version in range(first, first + count):
+        when = T0 + timedelta(seconds=at + version)
+        clock = (previous.causality if previous else VectorClock()).increment(node)
+        record = {"machine": "tally", "state": "open", "data": {"n": version, "by": node}}
+        state = StateSnapshot(id=stream_id, data=record, version=version, timestamp=when,
+                              causality=clock)
+        event = Event(
+            id=f"{stream_id}-{node}-{version}", stream_id=stream_id, version=version,
+            action="add", from_state=None if previous is None else previous.to_state,
+            to_state=state, payload={"node": node}, timestamp=when, causality=clock,
+            prev_hash=None if previous is None else previous.hash,
+        )
+        event = event.model_copy(update={"hash": compute_event_hash(event)})
+        events.append(event)
+        previous = event
+    return events
 
 
 async def append(store: Store, governor: str, *events: Event) -> None:
@@ -89,6 +117,7 @@ def _partitionable(cls: type[Store]) -> type[Store]:
 
 PartitionableMemory: Any = _partitionable(MemoryStore)
 PartitionableSQLite: Any = _partitionable(SQLiteStore)
+PartitionableFirestore: Any = _partitionable(FirestoreStore)
 
 
 async def dump(store: Store, governors: list[str] | None = None) -> dict[str, Any]:
