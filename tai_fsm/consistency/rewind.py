@@ -101,14 +101,14 @@ def _prepared(
 def _check(
     stream_id: str, after: int, expected: list[str], head: int, found: list[str], first: int
 ) -> None:
-    if head != after + len(expected) or found != expected:
-        raise VersionConflict(stream_id, after + len(expected), head)
     if after + 1 < first:
         raise InvalidInput(
             f"cannot rewind {stream_id!r} to version {after}: events up to {first - 1} "
             "were compacted",
             field="after_version",
         )
+    if head != after + len(expected) or found != expected:
+        raise VersionConflict(stream_id, after + len(expected), head)
 
 
 def _follows(record_version: int | None, head: int, state: StateSnapshot | None, sid: str) -> bool:
