@@ -14,12 +14,11 @@ from tai_fsm.consistency.eventual import EventualConsistency
 from tai_fsm.consistency.reconcile import (
     Copy,
     Member,
-    RecordRepair,
     SnapshotCopy,
-    reconcile_records,
     reconcile_snapshots,
     reconcile_stream,
 )
+from tai_fsm.consistency.recordrepair import RecordRepair, reconcile_records
 from tai_fsm.consistency.tracking import EVENTS
 from tai_fsm.errors import OperationTimeout, StoreUnavailable, TaiFsmError
 from tai_fsm.stores.ops import STATES

@@ -29,7 +29,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from tai_fsm.consistency.eventual import EventualConsistency
-from tai_fsm.consistency.reconcile import Member, event_at, reconcile_records, reconcile_stream
+from tai_fsm.consistency.reconcile import Member, event_at, reconcile_stream
+from tai_fsm.consistency.recordrepair import reconcile_records
 from tai_fsm.consistency.tracking import EVENTS, Key, Tracker, as_op, commit_keys
 from tai_fsm.errors import (
     OperationTimeout,

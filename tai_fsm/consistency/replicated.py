@@ -47,7 +47,8 @@ from typing import NoReturn
 
 from tai_fsm.consistency.antientropy import SyncReport, run_sync
 from tai_fsm.consistency.eventual import EventualConsistency
-from tai_fsm.consistency.reconcile import event_at, reconcile_records
+from tai_fsm.consistency.reconcile import event_at
+from tai_fsm.consistency.recordrepair import reconcile_records
 from tai_fsm.consistency.replicaset import UNREACHABLE, ReplicaSet
 from tai_fsm.consistency.resolvers import MergeFunction, Resolver
 from tai_fsm.consistency.tracking import EVENTS
