@@ -12,6 +12,7 @@ from tai_fsm.consistency import (
     Resolver,
     SyncReport,
 )
+from tai_fsm.coordination import Transaction, TransactionManager
 from tai_fsm.definition import (
     FieldSpec,
     Machine,
@@ -38,6 +39,7 @@ from tai_fsm.errors import (
     ConflictResolutionFailed,
     DeadlockDetected,
     DefinitionError,
+    InstanceExists,
     IntegrityError,
     InvalidInput,
     LockNotHeld,
@@ -64,13 +66,14 @@ from tai_fsm.records import (
     StoreStats,
     VectorClock,
 )
+from tai_fsm.retry import RetryPolicy
 from tai_fsm.runtime.history import VerifyReport
 from tai_fsm.runtime.persister import (
     ConsistencyReport,
     PersistenceConfig,
     StateMachinePersister,
 )
-from tai_fsm.runtime.runtime import InstanceExists, RecoveryReport, Runtime
+from tai_fsm.runtime.runtime import RecoveryReport, Runtime
 from tai_fsm.stores.base import Store
 from tai_fsm.stores.url import open_store
 
@@ -104,6 +107,7 @@ __all__ = [
     "RecoveryReport",
     "ReplicatedStore",
     "Resolver",
+    "RetryPolicy",
     "Runtime",
     "SerializationError",
     "StaleRead",
@@ -120,7 +124,9 @@ __all__ = [
     "TaiFsmError",
     "Timeout",
     "TimeoutSpec",
+    "Transaction",
     "TransactionFailed",
+    "TransactionManager",
     "Transition",
     "TransitionGroup",
     "TransitionNotAllowed",

@@ -24,7 +24,6 @@ from pathlib import Path
 from tai_fsm.definition.machine import Machine
 from tai_fsm.demo_classes import DEMO_DATA, DEMO_MACHINES, MACHINES_DIR
 from tai_fsm.errors import PostCommitHookFailed, TaiFsmError, TransitionNotAllowed
-from tai_fsm.runtime.history import verify_stream
 from tai_fsm.runtime.runtime import Runtime
 from tai_fsm.stores.url import open_store
 
@@ -154,11 +153,10 @@ async def _recover_and_check(
         broken = []
         checked = 0
         verify_started = time.perf_counter()
-        for stream_id in await rt.store.list_streams(governor):
-            result = await verify_stream(rt.store, governor, stream_id)
+        async for result in rt.verify_all():
             checked += result.events_checked
             if not result.ok:
-                broken.append(f"{stream_id}: {result.problems[0]}")
+                broken.append(f"{result.stream_id}: {result.problems[0]}")
         verify_ms = (time.perf_counter() - verify_started) * 1000
         status = "OK" if not broken else "FAILED"
         print(f"verify {status}: {len(ids)} hash chains, {checked} events checked in "

@@ -22,7 +22,7 @@ from typing import Literal
 from tai_fsm.definition.durations import format_duration
 from tai_fsm.definition.spec import NESTED_SEPARATOR, MachineSpec, StateSpec, TransitionSpec
 from tai_fsm.definition.validate import leaf_of
-from tai_fsm.errors import TaiFsmError
+from tai_fsm.errors import DiagramError
 
 __all__ = ["FORMATS", "DiagramError", "DiagramFormat", "render", "to_dot", "to_mermaid"]
 
@@ -32,10 +32,6 @@ FORMATS: tuple[DiagramFormat, ...] = ("mermaid", "dot", "svg", "png")
 _HIGHLIGHT_FILL = "#ffd54f"
 _HIGHLIGHT_LINE = "#e65100"
 _DOT_TIMEOUT = 60.0
-
-
-class DiagramError(TaiFsmError):
-    """A diagram could not be produced (unknown format or state, Graphviz missing/failed)."""
 
 
 def _check_highlight(spec: MachineSpec, highlight: str | None) -> None:

@@ -19,6 +19,10 @@ __all__ = [
     "DeadlockDetected",
     "DefinitionError",
     "DefinitionProblem",
+    "DiagramError",
+    "EmulatorError",
+    "FirestoreRequestFailed",
+    "InstanceExists",
     "IntegrityError",
     "InvalidInput",
     "LockNotHeld",
@@ -150,6 +154,10 @@ class DefinitionError(TaiFsmError, ValueError):
         super().__init__("\n".join(str(p) for p in problems) or "invalid definition")
 
 
+class DiagramError(TaiFsmError):
+    """A diagram could not be produced (unknown format or state, Graphviz missing/failed)."""
+
+
 class TransitionNotAllowed(TaiFsmError):
     """A trigger cannot fire: unknown trigger, not allowed from the current state, or a
     condition failed (``condition`` names it). Nothing was written."""
@@ -169,10 +177,12 @@ class TransitionNotAllowed(TaiFsmError):
 
 
 class StateNotFound(TaiFsmError, LookupError):
-    """No record with that id in that governor."""
+    """No record with that id in that governor (``what`` names the kind: ``state``,
+    ``instance``, ...), e.g. ``instance 'o-1' not found (governor shop)``."""
 
     def __init__(self, governor: str, state_id: str, what: str = "state") -> None:
-        super().__init__(f"{what} {state_id!r} not found in governor {governor!r}")
+        where = governor if isinstance(governor, str) and len(governor) <= 80 else shown(governor)
+        super().__init__(f"{what} {shown(state_id)} not found (governor {where})")
         self.governor = governor
         self.state_id = state_id
 
@@ -192,6 +202,22 @@ class VersionConflict(TaiFsmError):
         )
         self.doc_id = doc_id
         self.expected = expected
+        self.actual = actual
+
+
+class InstanceExists(VersionConflict):
+    """``Runtime.create`` found an instance with that id already, e.g. ``instance 'o-1'
+    already exists (version 2)``. Nothing was written. Not transient: creating the same id
+    again can never succeed (``get`` it instead)."""
+
+    transient = False
+
+    def __init__(self, instance_id: str, actual: int | None) -> None:
+        TaiFsmError.__init__(
+            self, f"instance {shown(instance_id)} already exists (version {actual})"
+        )
+        self.doc_id = instance_id
+        self.expected = 0
         self.actual = actual
 
 
@@ -285,6 +311,20 @@ class StoreFailure(TaiFsmError):
     def __init__(self, message: str, *, condition: str) -> None:
         super().__init__(message)
         self.condition = condition
+
+
+class FirestoreRequestFailed(StoreFailure):
+    """Firestore refused a request for a reason retrying cannot fix: permissions
+    (grant ``roles/datastore.user``), credentials, a missing index, an unsupported request.
+    ``code`` is the gRPC status name when known."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, condition="refused")
+        self.code = code
+
+
+class EmulatorError(TaiFsmError, RuntimeError):
+    """The Firestore emulator used by the test suite could not be found or started."""
 
 
 class SerializationError(TaiFsmError, ValueError):

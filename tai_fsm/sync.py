@@ -7,7 +7,9 @@
         print(order.state, order.version)
 
 One private event loop runs in a daemon thread per process; every blocking call submits a
-coroutine to it and waits. Do not call this facade from inside a running event loop's
+coroutine to it and waits. The blocking calls are the async ones, so they check their
+arguments the same way (:mod:`tai_fsm.runtime.arguments`): a bad argument raises
+``InvalidInput`` and nothing is written. Do not call this facade from inside a running event loop's
 thread's coroutines (use the async API there).
 """
 
@@ -223,6 +225,10 @@ class Runtime:
 
     def verify(self, id: str, *, governor: str | None = None) -> VerifyReport:
         return run(self.runtime.verify(id, governor=governor))
+
+    def verify_all(self, *, governor: str | None = None) -> list[VerifyReport]:
+        """One report per instance of ``governor`` (see ``tai_fsm.Runtime.verify_all``)."""
+        return run(_collect(self.runtime.verify_all(governor=governor)))
 
 
 def _make_runtime(

@@ -113,3 +113,38 @@ def test_demo_runs_on_the_firestore_emulator(
     assert result.returncode == 0, result.stderr
     assert "child killed (kill -9)" in result.stdout and "verify OK" in result.stdout
     assert f"--store {store}" in result.stdout
+
+
+def test_send_and_create_refuse_bad_data_and_write_nothing(cli) -> None:  # type: ignore[no-untyped-def]
+    assert cli("create", "order", "o-9", "--data", '{"items": 2}')[0] == 0
+    bad = [
+        ("[1,2]", "--data must be a JSON object"),
+        ('"hello"', "--data must be a JSON object"),
+        ("5", "--data must be a JSON object"),
+        ('{"x": NaN}', "NaN is not JSON"),
+        ('{"x": Infinity}', "Infinity is not JSON"),
+        ('{"x": 123456789012345678901234567890}', "beyond 64 bits"),
+        ('{"x": "\\ud800"}', "lone surrogate"),
+        ("{not json", "--data is not valid JSON"),
+    ]
+    for data, message in bad:
+        code, _, err = cli("send", "o-9", "pay", "--data", data)
+        assert code == 1 and message in err, (data, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        code, _, err = cli("create", "order", "o-10", "--data", data)
+        assert code == 1 and message in err, (data, err)
+    code, _, err = cli("send", "o-9", "pay", "--actor", "\udcff")
+    assert code == 1 and "--actor" in err and "not valid UTF-8" in err
+    code, _, err = cli("send", "o-9", "pay", "--reason", "r" * 5000)
+    assert code == 1 and "--reason" in err and "longer than 1024" in err
+    code, _, err = cli("send", "missing", "pay")
+    assert code == 1 and "instance 'missing' not found (governor shop)" in err
+    code, _, err = cli("state-at", "o-9", "--version", "99999999999999999999999")
+    assert code == 1 and "--version must be an integer from 1 to" in err
+    code, out, _ = cli("history", "o-9", "--json")
+    assert [json.loads(line)["version"] for line in out.splitlines()] == [1]
+    code, _, err = cli("show", "o-10")
+    assert code == 1 and "not found" in err
+    assert cli("send", "o-9", "pay", "--data", '{"note": "ok"}')[0] == 0
+    code, out, _ = cli("verify")
+    assert code == 0 and "verify OK: 1 stream(s), 2 event(s)" in out

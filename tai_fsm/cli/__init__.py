@@ -63,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tai-fsm: error: {type(exc).__name__}: {first_line}", file=sys.stderr)
         for extra in str(exc).splitlines()[1:]:
             print(f"  {extra}", file=sys.stderr)
+        for note in getattr(exc, "__notes__", ()):  # e.g. how long the retries went on
+            print(f"  ({note})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("tai-fsm: interrupted", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -15,10 +16,11 @@ import orjson
 
 from tai_fsm.definition.durations import parse_duration
 from tai_fsm.definition.loader import load_machines_from_target
-from tai_fsm.errors import InvalidInput, StateNotFound
+from tai_fsm.errors import IntegrityError, InvalidInput, StateNotFound, shown
 from tai_fsm.records import Event, ensure_utc
+from tai_fsm.runtime import arguments
 from tai_fsm.runtime.codec import record_parts
-from tai_fsm.runtime.history import VerifyReport, rebuild, verify_stream
+from tai_fsm.runtime.history import VerifyReport, rebuild, verify_governor, verify_instance
 from tai_fsm.runtime.runtime import Runtime
 from tai_fsm.stores.base import Store
 from tai_fsm.stores.url import open_store
@@ -35,13 +37,29 @@ def _sync(handler: _ArgsHandler) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _json_arg(text: str | None, what: str) -> Any:
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (use null or a number)")
+
+
+def _json_object_arg(text: str | None, what: str) -> dict[str, Any] | None:
+    """``--data``: a JSON object, checked by the same rules as the Python API
+    (:mod:`tai_fsm.runtime.arguments`). Parsed with the standard library so that nothing
+    is silently changed on the way in (orjson would turn an integer beyond 64 bits into a
+    float): NaN/Infinity are refused, big integers and lone surrogates are named."""
     if text is None:
         return None
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"{what} is not valid JSON: {exc}", field=what) from None
+        value = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {str(exc)[:200]}",
+                           field=what) from None
+    if not isinstance(value, dict):
+        raise InvalidInput(
+            f"{what} must be a JSON object like '{{\"key\": 1}}', got {type(value).__name__} "
+            f"{shown(value, 40)}",
+            field=what,
+        )
+    return arguments.json_object(value, what)[1]
 
 
 def _dump(value: Any, out: TextIO | None = None) -> None:
@@ -91,10 +109,10 @@ def _show_record(record: dict[str, Any], version: int, as_json: bool, state_id: 
 
 # ---------------------------------------------------------------------- handlers
 async def _create(args: argparse.Namespace) -> int:
+    data = _json_object_arg(args.data, "--data")
+    actor = arguments.text(args.actor, "--actor")
     async with _runtime(args) as rt:
-        instance = await rt.create(
-            args.machine, args.id, _json_arg(args.data, "--data"), actor=args.actor
-        )
+        instance = await rt.create(args.machine, args.id, data, actor=actor)
         if args.json:
             _dump({"id": instance.id, "state": instance.state, "version": instance.version})
         else:
@@ -103,14 +121,12 @@ async def _create(args: argparse.Namespace) -> int:
 
 
 async def _send(args: argparse.Namespace) -> int:
+    payload = _json_object_arg(args.data, "--data")
+    actor = arguments.text(args.actor, "--actor")
+    reason = arguments.text(args.reason, "--reason")
     async with _runtime(args) as rt:
         instance = await rt.get(args.id)
-        event = await instance.trigger(
-            args.trigger,
-            actor=args.actor,
-            reason=args.reason,
-            payload=_json_arg(args.data, "--data"),
-        )
+        event = await instance.trigger(args.trigger, actor=actor, reason=reason, payload=payload)
         if args.json:
             _dump(event.model_dump(mode="json"))
         else:
@@ -150,6 +166,8 @@ async def _state_at(args: argparse.Namespace) -> int:
                 "2026-11-28T08:00:00+00:00",
                 field="--time",
             ) from None
+    if args.version is not None:
+        arguments.version(args.version, "--version")
     async with _store(args) as store:
         rebuilt = await rebuild(store, args.governor, args.id, version=args.version, at=at)
         _show_record(rebuilt.record.data, rebuilt.version, args.json, args.id)
@@ -157,29 +175,43 @@ async def _state_at(args: argparse.Namespace) -> int:
 
 
 async def _verify(args: argparse.Namespace) -> int:
+    """Every instance of the governor (or one): each problem is reported, the walk never
+    stops at a broken or unreadable record."""
+    broken: list[VerifyReport] = []
+    count = events = 0
     async with _store(args) as store:
-        ids = [args.id] if args.id else await store.list_streams(args.governor)
-        reports: list[VerifyReport] = []
-        for count, stream_id in enumerate(ids, 1):
-            reports.append(await verify_stream(store, args.governor, stream_id))
-            _progress(count, "verified streams")
-        if args.id and reports[0].head == 0 and not reports[0].problems:
-            raise StateNotFound(args.governor, args.id, "instance history")
-    broken = [r for r in reports if not r.ok]
-    events = sum(r.events_checked for r in reports)
+        if args.id:
+            reports = _one(await verify_instance(store, args.governor, args.id))
+        else:
+            reports = verify_governor(store, args.governor)
+        async for report in reports:
+            count += 1
+            events += report.events_checked
+            if not report.ok:
+                broken.append(report)
+                if not args.json:
+                    print(f"BROKEN {report.stream_id} at version {report.broken_version}: "
+                          + "; ".join(report.problems), flush=True)
+            _progress(count, "verified instances")
     if args.json:
-        _dump({"ok": not broken, "streams": len(reports), "events_checked": events,
+        _dump({"ok": not broken, "streams": count, "events_checked": events,
                "broken": [r.as_dict() for r in broken]})
     else:
-        for report in broken:
-            print(f"BROKEN {report.stream_id} at version {report.broken_version}: "
-                  f"{report.problems[0]}")
         status = "FAILED" if broken else "OK"
-        print(f"verify {status}: {len(reports)} stream(s), {events:,} event(s) checked, "
+        print(f"verify {status}: {count} stream(s), {events:,} event(s) checked, "
               f"{len(broken)} broken")
     if broken:
-        broken[0].raise_if_broken()
+        raise IntegrityError(
+            f"{len(broken)} of {count} instance(s) broken; first: {broken[0].stream_id!r}: "
+            f"{broken[0].problems[0]}",
+            stream_id=broken[0].stream_id,
+            version=broken[0].broken_version,
+        )
     return 0
+
+
+async def _one(report: VerifyReport) -> AsyncIterator[VerifyReport]:
+    yield report
 
 
 async def _stats(args: argparse.Namespace) -> int:
@@ -274,8 +306,9 @@ def register(sub: Any) -> None:
     group.add_argument("--version", type=int)
     group.add_argument("--time", help="ISO-8601 time with zone")
 
-    p = command("verify", "walk hash chains; report the first broken link", _sync(_verify))
-    p.add_argument("id", nargs="?", help="one instance (default: every stream of the governor)")
+    p = command("verify", "walk hash chains; report every broken instance", _sync(_verify))
+    p.add_argument("id", nargs="?",
+                   help="one instance (default: every instance of the governor)")
 
     p = command("stats", "exact counts for the governor", _sync(_stats))
     p.add_argument("--all-governors", action="store_true")

@@ -9,6 +9,13 @@ instance is a ``StateSnapshot`` whose ``data`` is::
 (``timers`` only when a state with a timeout is active). The record's ``metadata.context``
 carries ``event_id`` and ``event_hash`` of the event that produced it, so the next commit can
 chain its hash and a snapshot can anchor ``verify`` after compaction.
+
+Instance data must be JSON-native (:func:`encode_data`): whatever a callback leaves in
+``data`` is checked before the commit, so the live instance always equals what a rebuild
+from the store gives. A value JSON would change (a ``datetime``, NaN, ``{1: "a"}``, a
+tuple) fails the trigger with ``SerializationError`` naming its path, and the instance is
+restored. A pydantic data model is stored as its JSON form and must give back an equal
+model.
 """
 
 from __future__ import annotations
@@ -19,15 +26,15 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from tai_fsm.codec import check_size
+from tai_fsm.codec import check_size, json_native
 from tai_fsm.definition.machine import Machine
 from tai_fsm.definition.spec import NESTED_SEPARATOR, FieldSpec, MachineSpec
-from tai_fsm.errors import IntegrityError, InvalidInput, SerializationError
+from tai_fsm.errors import IntegrityError, InvalidInput, SerializationError, TaiFsmError, shown
 
 __all__ = [
     "apply_field_defaults",
     "data_from_json",
-    "data_to_json",
+    "encode_data",
     "next_timers",
     "record_parts",
 ]
@@ -42,26 +49,77 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def data_to_json(machine_cls: type[Machine], data: Any) -> Any:
-    """A detached, JSON-native copy of an instance's data (dicts, lists, str, numbers,
-    bools, None). Raises ``SerializationError`` if the data cannot be stored."""
-    if isinstance(data, BaseModel):
-        model = type(data)
-        data = data.model_dump(mode="json", warnings=False)
-        try:  # attribute assignment is unchecked unless the model validates assignments
-            model.model_validate(data)
-        except ValidationError as exc:
-            raise SerializationError(
-                f"{machine_cls.__name__} data no longer matches {model.__name__}: {exc}"
-            ) from None
+def encode_data(
+    machine_cls: type[Machine],
+    data: Any,
+    *,
+    what: str = "data",
+    error: type[TaiFsmError] = SerializationError,
+) -> tuple[bytes, Any]:
+    """``(encoding, detached JSON copy)`` of an instance's ``data``, checked to read back
+    equal — the one rule that keeps a live instance equal to its rebuild:
+
+    * without a data model, ``data`` must be a dict of JSON-native values
+      (:func:`tai_fsm.codec.json_native`: a ``datetime``, NaN, ``{1: "a"}``, a tuple ...
+      raise ``error`` naming the path);
+    * with a pydantic data model, ``data`` must be an instance of it; its JSON form
+      (``model_dump(mode="json")``) must validate and give back an equal model (a field the
+      JSON form would change is named).
+
+    ``error`` is ``SerializationError`` after callbacks (the trigger fails, the instance is
+    restored) and ``InvalidInput`` for ``Runtime.create``'s argument. Data over the 1 MiB
+    record limit raises ``SerializationError``."""
+    model = machine_cls.data_model
+    if model is None:
+        if type(data) is not dict:
+            raise error(
+                f"{machine_cls.__name__} {what} must be a dict (a JSON object), got "
+                f"{type(data).__name__} {shown(data, 40)}"
+            )
+        raw, value = json_native(data, what=what, error=error)
+    else:
+        raw, value = _encode_model(machine_cls, model, data, what, error)
+    check_size(raw, what=f"{machine_cls.__name__} {what}")
+    return raw, value
+
+
+def _encode_model(
+    machine_cls: type[Machine],
+    model: type[BaseModel],
+    data: Any,
+    what: str,
+    error: type[TaiFsmError],
+) -> tuple[bytes, Any]:
+    name = machine_cls.__name__
+    if type(data) is not model:
+        raise error(
+            f"{name} {what} must be a {model.__name__} (it is rebuilt as one), got "
+            f"{type(data).__name__} {shown(data, 40)}"
+        )
     try:
-        raw = orjson.dumps(data, option=orjson.OPT_UTC_Z)
-    except (TypeError, orjson.JSONEncodeError) as exc:
-        raise SerializationError(
-            f"{machine_cls.__name__} data is not JSON-serialisable: {exc}"
+        dumped = data.model_dump(mode="json", warnings=False)
+    except (TypeError, ValueError) as exc:  # PydanticSerializationError is a ValueError
+        raise error(f"{name} {what} is not JSON-serialisable: {shown(str(exc), 200)}") from None
+    raw, value = json_native(dumped, what=what, error=error)
+    try:  # attribute assignment is unchecked unless the model validates assignments
+        rebuilt = model.model_validate(value)
+    except ValidationError as exc:
+        details = exc.errors()
+        where = ".".join(str(p) for p in details[0]["loc"]) if details else ""
+        message = details[0]["msg"] if details else "invalid"
+        raise error(
+            f"{name} {what} no longer matches {model.__name__}: {where or what}: {message}"
         ) from None
-    check_size(raw, what=f"{machine_cls.__name__} data")
-    return orjson.loads(raw)
+    if rebuilt != data:
+        for field in model.model_fields:
+            stored, live = getattr(rebuilt, field, None), getattr(data, field, None)
+            if stored != live:
+                raise error(
+                    f"{name} {what}.{field} would read back as {shown(stored, 60)}, not "
+                    f"{shown(live, 60)}: use values whose JSON form gives them back"
+                )
+        raise error(f"{name} {what} would not read back equal from its JSON form")
+    return raw, value
 
 
 def data_from_json(machine_cls: type[Machine], value: Any) -> Any:

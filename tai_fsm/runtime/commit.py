@@ -1,16 +1,24 @@
-"""The commit protocol (DESIGN.md §4): trigger -> in-memory transition -> one atomic append
--> post-commit hooks.
+"""The commit protocol (DESIGN.md §4, docs/architecture.md): trigger -> in-memory transition
+-> one atomic append -> post-commit hooks.
 
 ``Committer`` is the ``InstanceBinding`` the runtime attaches to every live instance of one
-machine class. Guarantees, per instance:
+machine class; it commits through a :class:`~tai_fsm.runtime.host.Host` (the store, retry
+budgets, event ids, background work) and never sees the ``Runtime`` itself. Guarantees, per
+instance:
 
+* every argument is checked before anything runs (:mod:`tai_fsm.runtime.arguments`);
 * triggers on one instance object are serialised (an ``asyncio.Lock``);
 * a trigger either commits exactly one event (version = old + 1, appended together with the
   state record, expected_version = old) or leaves the instance exactly as it was;
+* the data the callbacks leave must be JSON-native (``runtime.codec.encode_data``): the live
+  instance always equals its rebuild; anything else fails the trigger with
+  ``SerializationError`` naming the path, and the instance is restored;
 * a retried append after a transient error reuses the event id, so a first attempt that did
   land is recognised by the store (never a duplicate);
 * on ``VersionConflict`` the instance is caught up from the store and the trigger is
-  re-evaluated on the fresh state, at most ``max_conflict_retries`` times;
+  re-evaluated on the fresh state, at most ``max_conflict_retries`` times, with full-jitter
+  backoff between attempts (:mod:`tai_fsm.retry`); the error raised on giving up says how
+  many attempts were made over how long;
 * post-commit hooks run only after the append succeeded; hook errors never undo the event and
   surface as ``PostCommitHookFailed``;
 * a trigger fired from a synchronous callback or hook is queued and committed as its own
@@ -26,151 +34,104 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from tai_fsm.codec import compact, dumps, loads
+from tai_fsm.codec import compact, loads
 from tai_fsm.definition.machine import Machine
 from tai_fsm.engine.adapter import CompiledMachine, FireOutcome
 from tai_fsm.errors import (
-    InvalidInput,
     PostCommitHookFailed,
     TaiFsmError,
-    TransitionNotAllowed,
     VersionConflict,
 )
-from tai_fsm.records import (
-    ChangeMetadata,
-    Event,
-    StateSnapshot,
-    StoredState,
-    VectorClock,
-    construct_trusted,
-    utc_now,
-)
-from tai_fsm.runtime.codec import data_from_json, data_to_json, next_timers, record_parts
-from tai_fsm.runtime.hashing import compute_event_hash
+from tai_fsm.records import AppendResult, Event, StateSnapshot, StoredState, utc_now
+from tai_fsm.retry import retry_async
+from tai_fsm.runtime import arguments
+from tai_fsm.runtime.arguments import TriggerArgs
+from tai_fsm.runtime.codec import data_from_json, encode_data, next_timers, record_parts
+from tai_fsm.runtime.core import SYNC, InstanceCore, Queued, cancel, core_of, restore
+from tai_fsm.runtime.events import DEFAULT_METADATA, build_event, snapshot_doc
+from tai_fsm.runtime.host import Host
 
-if TYPE_CHECKING:
-    from tai_fsm.runtime.runtime import Runtime
-
-__all__ = ["Committer", "InstanceCore", "core_of"]
+__all__ = ["Committer", "InstanceCore", "append", "core_of", "restore"]
 
 log = logging.getLogger("tai_fsm.runtime")
 
 _JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 
-class _Marker(threading.local):
-    """The instance whose SYNCHRONOUS callback or hook is running on this thread, if any.
-    Set only around synchronous calls (nothing else can run meanwhile), so a trigger fired
-    there is queued, while tasks those callbacks start, and async hooks once they await,
-    trigger normally."""
 
-    core: InstanceCore | None = None
+async def append(
+    host: Host,
+    governor: str,
+    event: Event,
+    record: StateSnapshot,
+    expected_version: int,
+    token: str | None,
+) -> AppendResult:
+    """Append ``event`` with its state ``record`` at ``expected_version``. Transient store
+    errors are retried (``host.transient_policy``) reusing the same event id: a first attempt
+    that did land is recognised by the store, never duplicated. ``VersionConflict`` and
+    permanent errors propagate; giving up says how many attempts were made.
+
+    The event's ``from_state`` is exactly the stream's ``to_state`` at ``expected_version``
+    (the instance's last commit), so it goes along as ``prior``: the store may keep a large
+    record as a delta against it."""
+    store = host.store
+
+    async def attempt() -> AppendResult:
+        return await store.append_events(
+            governor,
+            event.stream_id,
+            [event],
+            expected_version=expected_version,
+            state=record,
+            token=token,
+            prior=event.from_state,
+        )
+
+    def warn(attempt_no: int, error: TaiFsmError, wait: float) -> None:
+        log.warning("append to %s/%s v%d failed (%s); retry %d in %.3fs",
+                    governor, event.stream_id, event.version, error, attempt_no, wait)
+
+    return await retry_async(attempt, host.transient_policy, on_retry=warn)
 
 
-_SYNC = _Marker()
+class _Stop(Exception):
+    """Carries an error out of the conflict-retry loop untouched (only conflicts are the
+    loop's to retry and annotate; a transient error was already retried by ``append``)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
 
 
 @dataclass(slots=True)
-class _Queued:
-    instance: Machine
-    name: str
-    kwargs: dict[str, Any]
-    future: asyncio.Future[Event]
-
-
-class InstanceCore:
-    """Per-instance commit bookkeeping: the last committed record (for rollback and for
-    the next event's ``from_state``), its version, store token, hash and clock. The record
-    is kept as encoded JSON, so nothing a callback, hook or caller mutates can reach it."""
-
-    __slots__ = (
-        "clock",
-        "committed_bytes",
-        "committed_state",
-        "last_hash",
-        "lock",
-        "queue",
-        "timestamp",
-        "token",
-        "version",
-    )
-
-    def __init__(self, stored: StoredState) -> None:
-        self.lock: asyncio.Lock | None = None
-        self.queue: list[_Queued] = []
-        self.load(stored)
-
-    def load(self, stored: StoredState) -> None:
-        snapshot = stored.snapshot
-        _, state, _, _ = record_parts(snapshot.id, snapshot.data)
-        self.committed_state = state
-        self.committed_bytes = compact(orjson.dumps(snapshot.data, option=_JSON_OPTIONS))
-        self.version = stored.version
-        self.token = stored.token
-        self.timestamp = snapshot.timestamp
-        self.clock = snapshot.causality
-        self.last_hash: str | None = snapshot.metadata.context.get("event_hash")
-
-    def load_committed(
-        self, record: StateSnapshot, record_bytes: bytes, version: int, token: str | None
-    ) -> None:
-        """Adopt what this instance just committed (already known to be well-formed)."""
-        self.committed_state = record.data["state"]
-        self.committed_bytes = record_bytes
-        self.version = version
-        self.token = token
-        self.timestamp = record.timestamp
-        self.clock = record.causality
-        self.last_hash = record.metadata.context["event_hash"]
-
-    def committed_record(self) -> dict[str, Any]:
-        """A fresh copy of the committed ``{"machine", "state", "data"[, "timers"]}``."""
-        record: dict[str, Any] = orjson.loads(self.committed_bytes)
-        return record
-
-    def get_lock(self) -> asyncio.Lock:
-        if self.lock is None:
-            self.lock = asyncio.Lock()
-        return self.lock
-
-
-def core_of(instance: Machine) -> InstanceCore:
-    core: InstanceCore | None = getattr(instance, "_tai_core", None)
-    if core is None:
-        raise TaiFsmError(f"{instance!r} is not a live runtime instance")
-    return core
-
-
-def restore(instance: Machine, core: InstanceCore) -> None:
-    """Put the instance back exactly at its last committed state."""
-    instance.state = core.committed_state
-    instance.data = data_from_json(type(instance), core.committed_record()["data"])
-    instance.version = core.version
+class _Fired:
+    outcome: FireOutcome
+    event: Event
+    record: StateSnapshot
+    record_bytes: bytes
+    queued: list[Queued]
 
 
 class Committer:
     """The runtime's binding for one machine class (see module docstring)."""
 
-    def __init__(self, runtime: Runtime, compiled: CompiledMachine) -> None:
-        self.runtime = runtime
+    def __init__(self, host: Host, compiled: CompiledMachine) -> None:
+        self.host = host
         self.compiled = compiled
         self.machine_cls = compiled.machine_cls
 
     # ------------------------------------------------------------------ instances
-    def attach(self, instance: Machine, stored: StoredState) -> Machine:
-        instance._tai_core = InstanceCore(stored)  # type: ignore[attr-defined]
-        return instance
-
     def new_instance(self, governor: str, stored: StoredState) -> Machine:
         """A live instance (triggers commit through this binding)."""
         instance = self._instance(governor, stored.snapshot, stored.version, live=True)
-        return self.attach(instance, stored)
+        instance._tai_core = InstanceCore(stored)  # type: ignore[attr-defined]
+        return instance
 
     def read_only(self, governor: str, record: StateSnapshot, version: int) -> Machine:
         """A view of a past record: ``trigger`` raises."""
@@ -200,19 +161,19 @@ class Committer:
         context: dict[str, Any] | None,
         payload: dict[str, Any] | None,
     ) -> Awaitable[Event]:
-        active = _SYNC.core
+        active = SYNC.core
         if active is not None:
+            # fired from a synchronous callback or hook: checked now, committed later
+            arguments.trigger_args(name, actor, reason, context, payload)
             kwargs = {"actor": actor, "reason": reason, "context": context, "payload": payload}
             future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-            active.queue.append(_Queued(instance, name, kwargs, future))
+            active.queue.append(Queued(instance, name, kwargs, future))
             return future
-        return self._trigger(
-            instance, name, actor=actor, reason=reason, context=context, payload=payload
-        )
+        return self._trigger(instance, name, actor, reason, context, payload)
 
     def may_trigger(self, instance: Machine, name: str) -> bool:
         core_of(instance)
-        return self.compiled.may_fire(instance, name)
+        return self.compiled.may_fire(instance, arguments.name(name))
 
     def available_triggers(self, instance: Machine) -> list[str]:
         return self.compiled.available_triggers(instance.state)
@@ -221,43 +182,33 @@ class Committer:
     async def _trigger(
         self,
         instance: Machine,
-        name: str,
-        *,
-        actor: str | None,
-        reason: str | None,
-        context: dict[str, Any] | None,
-        payload: dict[str, Any] | None,
+        name: object,
+        actor: object,
+        reason: object,
+        context: object,
+        payload: object,
     ) -> Event:
-        if not isinstance(name, str) or not name:
-            raise InvalidInput("trigger name must be a non-empty string", field="trigger")
+        args = arguments.trigger_args(name, actor, reason, context, payload)
         core = core_of(instance)
-        if self.runtime.closed:
+        if self.host.closed:
             raise TaiFsmError(
                 f"the Runtime hosting {instance!r} is closed; open a new one to trigger"
             )
-        encoded_payload = dumps(payload or {}, what=f"payload of trigger {name!r}")
         async with core.get_lock():
-            event, outcome, queued, cancelled = await self._commit(
-                instance, core, name, actor, reason, context or {}, encoded_payload
-            )
+            fired, cancelled = await self._commit(instance, core, args)
         if cancelled:
             # The caller was cancelled while the append was in flight and the event landed:
             # the instance reflects it, and its post-commit hooks still run (in background).
-            self.runtime.spawn(self._after_commit(instance, core, outcome, event, queued, name))
+            self.host.spawn(self._after_commit(instance, core, fired, args.name))
             raise asyncio.CancelledError
-        return await self._after_commit(instance, core, outcome, event, queued, name)
+        return await self._after_commit(instance, core, fired, args.name)
 
     async def _after_commit(
-        self,
-        instance: Machine,
-        core: InstanceCore,
-        outcome: FireOutcome,
-        event: Event,
-        queued: list[_Queued],
-        name: str,
+        self, instance: Machine, core: InstanceCore, fired: _Fired, name: str
     ) -> Event:
-        errors = await self._run_post_commit(instance, core, outcome, event, queued)
-        await self._drain(queued)
+        event = fired.event
+        errors = await self._run_post_commit(instance, core, fired.outcome, event, fired.queued)
+        await self._drain(fired.queued)
         if errors:
             raise PostCommitHookFailed(
                 f"{self.compiled.spec.name} {instance.id!r} v{event.version}: the transition "
@@ -269,88 +220,117 @@ class Committer:
         return event
 
     async def _commit(
-        self,
-        instance: Machine,
-        core: InstanceCore,
-        name: str,
-        actor: str | None,
-        reason: str | None,
-        context: dict[str, Any],
-        encoded_payload: bytes,
-    ) -> tuple[Event, FireOutcome, list[_Queued], bool]:
-        """Fire, build and append; on conflict catch up and re-run (each attempt on a fresh
-        copy of the payload). Returns ``cancelled=True`` when the caller was cancelled while
-        the append was in flight and the append then landed (the instance adopts it)."""
-        runtime = self.runtime
-        conflicts = 0
-        while True:
-            outcome, event, record, record_bytes, queued = self._fire(
-                instance, core, name, actor, reason, context, encoded_payload
-            )
-            cancelled = False
-            append = asyncio.ensure_future(
-                runtime.append_with_retry(instance.governor, instance.id, event, record, core)
-            )
+        self, instance: Machine, core: InstanceCore, args: TriggerArgs
+    ) -> tuple[_Fired, bool]:
+        """Fire, build and append; on a conflict catch up and re-run after a full-jitter
+        backoff (``host.conflict_policy``; each attempt on a fresh copy of the payload).
+        Returns ``cancelled=True`` when the caller was cancelled while the append was in
+        flight and the append then landed (the instance adopts it)."""
+        host = self.host
+        stale = False
+        landed: list[tuple[_Fired, bool]] = []
+
+        async def attempt() -> None:
+            nonlocal stale
             try:
-                while True:
-                    try:
-                        result = await asyncio.shield(append)
-                        break
-                    except asyncio.CancelledError:
-                        if append.done():
-                            raise
-                        cancelled = True  # finish the in-flight append before giving up
-            except VersionConflict:
+                if stale:
+                    await self._catch_up(instance, core)
+                    stale = False
+                fired = self._fire(instance, core, args)
+            except BaseException as exc:
+                raise _Stop(exc) from None
+            try:
+                result, cancelled = await self._append_shielded(instance, core, fired)
+            except VersionConflict as exc:
                 restore(instance, core)
-                _cancel(queued)
-                if conflicts >= runtime.max_conflict_retries:
-                    raise
-                conflicts += 1
-                await runtime.catch_up(instance, core)
-                continue
+                cancel(fired.queued)
+                stale = True
+                if exc.is_permanent():
+                    raise _Stop(exc) from None
+                raise  # retried by the policy, after its backoff
             except BaseException as exc:
                 restore(instance, core)
-                _cancel(queued)
-                if cancelled and not isinstance(exc, asyncio.CancelledError):
+                cancel(fired.queued)
+                raise _Stop(exc) from None
+            core.load_committed(fired.record, fired.record_bytes, fired.event.version,
+                                result.token)
+            instance.version = fired.event.version
+            host.after_commit(instance.governor, fired.record, self.compiled.spec)
+            landed.append((fired, cancelled))
+
+        def note(attempt_no: int, error: TaiFsmError, wait: float) -> None:
+            log.debug("trigger %r on %s/%s conflicted (%s); retry %d in %.3fs",
+                      args.name, instance.governor, instance.id, error, attempt_no, wait)
+
+        error: BaseException | None = None
+        try:
+            await retry_async(attempt, host.conflict_policy, on_retry=note)
+        except _Stop as stop:
+            error = stop.error
+        if error is not None:
+            raise error
+        return landed[0]
+
+    async def _append_shielded(
+        self, instance: Machine, core: InstanceCore, fired: _Fired
+    ) -> tuple[AppendResult, bool]:
+        """Append ``fired``; a cancelled caller waits for the append in flight (it may
+        land), then gets ``cancelled=True`` (landed) or ``CancelledError`` (did not)."""
+        append_task = asyncio.ensure_future(append(
+            self.host, instance.governor, fired.event, fired.record, core.version, core.token
+        ))
+        cancelled = False
+        while True:
+            try:
+                result = await asyncio.shield(append_task)
+                return result, cancelled
+            except asyncio.CancelledError:
+                if append_task.done():
+                    raise
+                cancelled = True  # finish the in-flight append before giving up
+            except BaseException as exc:
+                if cancelled:
                     raise asyncio.CancelledError from exc
                 raise
-            core.load_committed(record, record_bytes, event.version, result.token)
-            instance.version = event.version
-            runtime.after_commit(instance.governor, record, self.compiled)
-            return event, outcome, queued, cancelled
 
-    def _fire(
-        self,
-        instance: Machine,
-        core: InstanceCore,
-        name: str,
-        actor: str | None,
-        reason: str | None,
-        context: dict[str, Any],
-        encoded_payload: bytes,
-    ) -> tuple[FireOutcome, Event, StateSnapshot, bytes, list[_Queued]]:
+    async def _catch_up(self, instance: Machine, core: InstanceCore) -> None:
+        """Reload ``instance`` from its stored state record after a conflict."""
+        store = self.host.store
+
+        async def read() -> StoredState:
+            return await store.read_state(instance.governor, instance.id)
+
+        stored = await retry_async(read, self.host.transient_policy)
+        machine_name, _state, _data, _ = record_parts(instance.id, stored.snapshot.data)
+        if machine_name != instance.spec.name:
+            raise TaiFsmError(
+                f"{instance.id!r} is now a {machine_name!r} instance, not {instance.spec.name!r}"
+            )
+        core.load(stored)
+        restore(instance, core)
+
+    def _fire(self, instance: Machine, core: InstanceCore, args: TriggerArgs) -> _Fired:
         """Run the transition in memory and build the event + new record; on any error
         restore the instance and drop triggers queued by its callbacks. Callbacks get their
         own copy of the payload; the event records the payload as the caller sent it."""
         start = len(core.queue)
-        _SYNC.core = core
+        SYNC.core = core
         try:
-            outcome = self.compiled.fire(instance, name, loads(encoded_payload))
-            new_data = data_to_json(self.machine_cls, instance.data)
+            outcome = self.compiled.fire(instance, args.name, loads(args.payload))
+            new_data = encode_data(self.machine_cls, instance.data)[1]
             event, record, record_bytes = self._build(
-                instance, core, outcome, new_data, actor, reason, context,
-                loads(encoded_payload),
+                instance, core, outcome, new_data, args, loads(args.payload)
             )
         except BaseException:
             restore(instance, core)
-            _cancel(core.queue[start:])
+            cancel(core.queue[start:])
             del core.queue[start:]
             raise
         finally:
-            _SYNC.core = None
+            SYNC.core = None
         queued = core.queue[start:]
         del core.queue[start:]
-        return outcome, event, record, record_bytes, queued
+        return _Fired(outcome, event, record, record_bytes, queued)
 
     def _build(
         self,
@@ -358,18 +338,14 @@ class Committer:
         core: InstanceCore,
         outcome: FireOutcome,
         new_data: Any,
-        actor: str | None,
-        reason: str | None,
-        context: dict[str, Any],
+        args: TriggerArgs,
         payload: dict[str, Any],
     ) -> tuple[Event, StateSnapshot, bytes]:
-        runtime = self.runtime
+        host = self.host
         spec = self.compiled.spec
         now = utc_now()
-        version = core.version + 1
-        event_id = runtime.new_event_id()
         clocks = dict(core.clock.clocks)
-        clocks[runtime.node_id] = clocks.get(runtime.node_id, 0) + 1
+        clocks[host.node_id] = clocks.get(host.node_id, 0) + 1
         record_data: dict[str, Any] = {
             "machine": spec.name,
             "state": outcome.dest,
@@ -381,67 +357,28 @@ class Committer:
             timers = next_timers(spec, outcome.dest, outcome.entered, previous_timers, now)
             if timers:
                 record_data["timers"] = timers
-        from_doc = _snapshot_doc(
+        # from_state is exactly the previous event's to_state (see runtime.events)
+        from_doc = snapshot_doc(
             instance.id, previous, core.version, core.timestamp, core.clock.clocks,
-            _DEFAULT_METADATA,
+            DEFAULT_METADATA,
         )
-        clock = construct_trusted(VectorClock, {"clocks": clocks})
-        to_doc = _snapshot_doc(instance.id, record_data, version, now, clocks, _DEFAULT_METADATA)
-        changed_by = actor or runtime.node_id
-        event_context = {**context, "definition_version": spec.version, "node": runtime.node_id}
-        # The event is assembled as a plain document in Event.model_dump() shape, hashed and
-        # encoded once, then turned into records without re-validation: every part is
-        # already validated (ids, JSON-native data, aware UTC timestamps).
-        document: dict[str, Any] = {
-            "id": event_id,
-            "stream_id": instance.id,
-            "version": version,
-            "action": outcome.trigger,
-            "from_state": from_doc,
-            "to_state": to_doc,
-            "payload": payload,
-            "timestamp": now,
-            "causality": {"clocks": clocks},
-            "metadata": {
-                "changed_by": changed_by,
-                "reason": reason or "",
-                "parent_version": core.version,
-                "context": event_context,
-            },
-            "prev_hash": core.last_hash,
-            "hash": None,
-        }
-        digest = compute_event_hash(document)
-        document["hash"] = digest
-        encoded_event = compact(orjson.dumps(document, option=_JSON_OPTIONS))
-        record_doc = _snapshot_doc(
-            instance.id, record_data, version, now, clocks,
-            {
-                "changed_by": changed_by,
-                "reason": reason or "",
-                "parent_version": core.version,
-                "context": {"event_id": event_id, "event_hash": digest,
-                            "action": outcome.trigger},
-            },
+        event, record = build_event(
+            event_id=host.new_event_id(),
+            stream_id=instance.id,
+            version=core.version + 1,
+            action=outcome.trigger,
+            from_state=from_doc,
+            to_data=record_data,
+            timestamp=now,
+            clocks=clocks,
+            payload=payload,
+            changed_by=args.actor or host.node_id,
+            reason=args.reason or "",
+            parent_version=core.version,
+            context={**args.context, "definition_version": spec.version,
+                     "node": host.node_id},
+            prev_hash=core.last_hash,
         )
-        encoded_record = compact(orjson.dumps(record_doc, option=_JSON_OPTIONS))
-        to_state = construct_trusted(StateSnapshot, {
-            **to_doc, "metadata": _DEFAULT_METADATA_RECORD, "causality": clock,
-        })
-        event = construct_trusted(Event, {
-            **document,
-            "from_state": _snapshot_record(from_doc),
-            "to_state": to_state,
-            "causality": clock,
-            "metadata": construct_trusted(ChangeMetadata, dict(document["metadata"])),
-        })
-        event._tai_json = encoded_event
-        record = construct_trusted(StateSnapshot, {
-            **record_doc,
-            "metadata": construct_trusted(ChangeMetadata, dict(record_doc["metadata"])),
-            "causality": clock,
-        })
-        record._tai_json = encoded_record
         return event, record, compact(orjson.dumps(record_data, option=_JSON_OPTIONS))
 
     # ------------------------------------------------------------------ after the commit
@@ -451,7 +388,7 @@ class Committer:
         core: InstanceCore,
         outcome: FireOutcome,
         event: Event,
-        queued: list[_Queued],
+        queued: list[Queued],
     ) -> list[BaseException]:
         hooks = self.compiled.post_commit_hooks(outcome)
         if not hooks:
@@ -461,11 +398,11 @@ class Committer:
             hook: Callable[[Event], Any] = getattr(instance, hook_name)
             start = len(core.queue)
             try:
-                _SYNC.core = core  # a sync hook's own triggers are queued ...
+                SYNC.core = core  # a sync hook's own triggers are queued ...
                 try:
                     result = hook(event)
                 finally:
-                    _SYNC.core = None
+                    SYNC.core = None
                 queued.extend(core.queue[start:])
                 del core.queue[start:]
                 if inspect.isawaitable(result):
@@ -482,7 +419,7 @@ class Committer:
                 errors.append(exc)
         return errors
 
-    async def _drain(self, queued: list[_Queued]) -> None:
+    async def _drain(self, queued: list[Queued]) -> None:
         """Commit triggers queued by callbacks/hooks, in order, each as its own event."""
         for item in queued:
             try:
@@ -495,50 +432,3 @@ class Committer:
             else:
                 if not item.future.done():
                     item.future.set_result(event)
-
-
-_DEFAULT_METADATA: dict[str, Any] = {
-    "changed_by": "system", "reason": "", "parent_version": None, "context": {}
-}
-_DEFAULT_METADATA_RECORD = ChangeMetadata()  # frozen: safely shared by every to_state
-
-
-def _snapshot_doc(
-    state_id: str,
-    data: Any,
-    version: int,
-    timestamp: Any,
-    clocks: dict[str, int],
-    metadata: dict[str, Any],
-) -> dict[str, Any]:
-    """A ``StateSnapshot.model_dump()``-shaped dict."""
-    return {
-        "id": state_id,
-        "data": data,
-        "version": version,
-        "timestamp": timestamp,
-        "metadata": metadata,
-        "causality": {"clocks": clocks},
-    }
-
-
-def _snapshot_record(doc: dict[str, Any]) -> StateSnapshot:
-    return construct_trusted(StateSnapshot, {
-        **doc,
-        "metadata": construct_trusted(ChangeMetadata, dict(doc["metadata"])),
-        "causality": construct_trusted(VectorClock, dict(doc["causality"])),
-    })
-
-
-def _cancel(queued: list[_Queued]) -> None:
-    for item in queued:
-        if not item.future.done():
-            item.future.set_exception(
-                TransitionNotAllowed(
-                    f"queued trigger {item.name!r} dropped: the transition that queued it "
-                    "did not commit",
-                    trigger=item.name,
-                )
-            )
-            item.future.exception()
-

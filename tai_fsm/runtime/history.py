@@ -1,19 +1,37 @@
 """Reading an instance's past from the store: rebuild (newest snapshot + replay), time travel
 and audit (hash-chain verification). Replay sets state and data directly from each event's
-``to_state``; callbacks are never re-run."""
+``to_state``; callbacks are never re-run.
+
+``verify`` checks, per stream: dense versions; each event's ``prev_hash`` is the hash of the
+event before; each event's own hash (which covers ``from_state`` only at version 1, see
+:mod:`tai_fsm.runtime.hashing`); from version 2 on, ``from_state`` equals the previous
+event's ``to_state``; a snapshot's recorded hash matches the event at its version; and the
+state record reflects the newest event. A record that cannot be decoded is reported as a
+problem, never raised.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tai_fsm.errors import IntegrityError, InvalidInput, StateNotFound
-from tai_fsm.records import Event, StateSnapshot, ensure_utc
+from tai_fsm.errors import IntegrityError, InvalidInput, SerializationError, StateNotFound, shown
+from tai_fsm.records import Event, StateSnapshot, StoredState, ensure_utc
 from tai_fsm.runtime.hashing import compute_event_hash
 from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, Store, span_of
 
-__all__ = ["Rebuilt", "VerifyReport", "rebuild", "verify_stream"]
+__all__ = [
+    "Rebuilt",
+    "VerifyReport",
+    "rebuild",
+    "record_reflects",
+    "verify_checked",
+    "verify_governor",
+    "verify_instance",
+    "verify_stream",
+]
 
 
 @dataclass(slots=True)
@@ -186,7 +204,11 @@ async def _check_snapshot_anchor(
     return None
 
 
-def _check_event(event: Event, expected_version: int, prev_hash: str | None) -> str | None:
+def _check_event(
+    event: Event, expected_version: int, prev_hash: str | None, previous: Event | None
+) -> str | None:
+    """The first problem of ``event`` given the event before it (``previous``; None at the
+    start of the walk) and that one's hash."""
     if event.version != expected_version:
         return f"version {expected_version} is missing (found {event.version})"
     if event.to_state.version not in (0, event.version):
@@ -197,48 +219,76 @@ def _check_event(event: Event, expected_version: int, prev_hash: str | None) -> 
         return f"version {event.version}: prev_hash does not match the previous event's hash"
     if event.hash is None or compute_event_hash(event) != event.hash:
         return f"version {event.version}: content does not match its hash (tampered)"
+    # After version 1 the hash leaves from_state to the chain: it must BE the state the
+    # previous (hash-covered) event moved to.
+    if previous is not None and event.from_state != previous.to_state:
+        return (
+            f"version {event.version}: from_state is not the to_state of version "
+            f"{previous.version}"
+        )
     return None
+
+
+def _unreadable(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def record_reflects(stored: StoredState, event: Event) -> bool:
+    """True when state record ``stored`` is the state ``event`` moved to: equal data, and
+    the same version — or, where a seed record and its stream count versions separately
+    (``StateMachinePersister``), the record names that event as the one it reflects."""
+    if stored.snapshot.data != event.to_state.data:
+        return False
+    return stored.version == event.version or (
+        stored.snapshot.metadata.context.get("event_id") == event.id
+    )
 
 
 async def verify_stream(
     store: Store, governor: str, stream_id: str, *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> VerifyReport:
     """Walk the hash chain of ``stream_id`` and compare the head with the state record.
-    Reports the first broken link (it never raises for a broken chain; see
-    ``VerifyReport.raise_if_broken``)."""
+    Reports the first broken link, including a record that cannot be decoded (it never
+    raises for a broken chain; see ``VerifyReport.raise_if_broken``)."""
     report = VerifyReport(stream_id=stream_id)
     prev_hash: str | None = None
     expected = 1
     first = True
     last: Event | None = None
     snapshot_versions = set(await store.snapshot_versions(governor, stream_id))
-    async for event in store.read_events(governor, stream_id, batch_size=batch_size):
-        if first:
-            first = False
-            report.first_version = event.version
-            if event.version > 1:  # compacted: anchor on the snapshot just before, if kept
-                expected = event.version
-                anchor = None
-                if event.version - 1 in snapshot_versions:
-                    anchor = await store.load_snapshot(
-                        governor, stream_id, at_or_before=event.version - 1
-                    )
-                if anchor is not None and anchor.metadata.context.get("event_hash"):
-                    prev_hash = anchor.metadata.context["event_hash"]
-                else:  # the chain starts here; every later link is still checked
-                    prev_hash = event.prev_hash
-                    report.anchored = False
-        problem = _check_event(event, expected, prev_hash)
-        if problem is None and event.version in snapshot_versions:
-            problem = await _check_snapshot_anchor(store, governor, stream_id, event)
-        if problem is not None:
-            report.problems.append(problem)
-            report.broken_version = expected
-            return report
-        report.events_checked += 1
-        prev_hash = event.hash
-        expected += 1
-        last = event
+    try:
+        async for event in store.read_events(governor, stream_id, batch_size=batch_size):
+            if first:
+                first = False
+                report.first_version = event.version
+                if event.version > 1:  # compacted: anchor on the snapshot just before, if kept
+                    expected = event.version
+                    anchor = None
+                    if event.version - 1 in snapshot_versions:
+                        anchor = await store.load_snapshot(
+                            governor, stream_id, at_or_before=event.version - 1
+                        )
+                    if anchor is not None and anchor.metadata.context.get("event_hash"):
+                        prev_hash = anchor.metadata.context["event_hash"]
+                    else:  # the chain starts here; every later link is still checked
+                        prev_hash = event.prev_hash
+                        report.anchored = False
+            problem = _check_event(event, expected, prev_hash, last)
+            if problem is None and event.version in snapshot_versions:
+                problem = await _check_snapshot_anchor(store, governor, stream_id, event)
+            if problem is not None:
+                report.problems.append(problem)
+                report.broken_version = expected
+                return report
+            report.events_checked += 1
+            prev_hash = event.hash
+            expected += 1
+            last = event
+    except (IntegrityError, SerializationError) as exc:
+        report.problems.append(f"version {expected} cannot be read: {_unreadable(exc)}")
+        report.broken_version = expected
+        return report
     report.head = expected - 1
     if last is None:
         return report
@@ -246,10 +296,71 @@ async def verify_stream(
         stored = await store.read_state(governor, stream_id)
     except StateNotFound:
         return report  # a deleted instance keeps its audit trail
-    if stored.version != last.version or stored.snapshot.data != last.to_state.data:
+    except (IntegrityError, SerializationError) as exc:
+        report.problems.append(f"the state record cannot be read: {_unreadable(exc)}")
+        report.broken_version = last.version
+        return report
+    if not record_reflects(stored, last):
         report.problems.append(
             f"state record (version {stored.version}) disagrees with the event log "
             f"(head {last.version})"
         )
         report.broken_version = last.version
     return report
+
+
+async def verify_instance(
+    store: Store, governor: str, stream_id: str, *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> VerifyReport:
+    """:func:`verify_stream`, and for an id without events: ``StateNotFound`` when there is
+    no state record either, a problem when the record is a runtime instance's (its event
+    log is gone)."""
+    report = await verify_stream(store, governor, stream_id, batch_size=batch_size)
+    if report.events_checked or report.problems:
+        return report
+    try:
+        stored = await store.read_state(governor, stream_id)
+    except StateNotFound:
+        raise StateNotFound(governor, stream_id, "instance") from None
+    except (IntegrityError, SerializationError) as exc:
+        report.problems.append(f"the state record cannot be read: {_unreadable(exc)}")
+        return report
+    data = stored.snapshot.data
+    if isinstance(data, dict) and "machine" in data and "state" in data:
+        report.problems.append(
+            f"state record (version {stored.version}) of a {shown(data['machine'], 40)} "
+            "instance has no event log"
+        )
+        report.broken_version = stored.version
+    return report
+
+
+async def verify_checked(
+    store: Store, governor: str, stream_id: str, *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> VerifyReport | None:
+    """:func:`verify_instance` that never raises for what it finds: any error reading the
+    instance becomes a problem of its report. ``None`` when the id no longer exists."""
+    try:
+        return await verify_instance(store, governor, stream_id, batch_size=batch_size)
+    except StateNotFound:
+        return None
+    except Exception as exc:  # report it, and go on with the next instance
+        return VerifyReport(
+            stream_id=stream_id,
+            problems=[f"cannot be verified: {_unreadable(exc)}"],
+            broken_version=getattr(exc, "version", None),
+        )
+
+
+async def verify_governor(
+    store: Store, governor: str, *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> AsyncIterator[VerifyReport]:
+    """One report per id with an event stream or a state record in ``governor``, in id
+    order; never stops at a broken or unreadable instance (see :func:`verify_checked`)."""
+    ids = set(await store.list_streams(governor))
+    async for state_id in store.list_states(governor):
+        ids.add(state_id)
+    for stream_id in sorted(ids):
+        report = await verify_checked(store, governor, stream_id, batch_size=batch_size)
+        if report is not None:
+            yield report

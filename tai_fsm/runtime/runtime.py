@@ -4,19 +4,16 @@
         order = await rt.create("order", "o-1", data={"items": 2}, governor="shop")
         event = await order.trigger("pay", actor="alice")
 
-Every trigger follows the commit protocol in :mod:`tai_fsm.runtime.commit`. Snapshots are
-written in the background every ``snapshot_every`` events of a machine; a failed snapshot is
-logged and retried on a later commit or at close, and recovery never depends on one.
+Every trigger follows the commit protocol in :mod:`tai_fsm.runtime.commit`; every argument
+is checked before anything is written (:mod:`tai_fsm.runtime.arguments`). Snapshots are
+written in the background every ``snapshot_every`` events of a machine (see
+:mod:`tai_fsm.runtime.host`); recovery never depends on one.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -27,36 +24,31 @@ from tai_fsm.definition.spec import NESTED_SEPARATOR
 from tai_fsm.engine.adapter import CompiledMachine
 from tai_fsm.errors import (
     DefinitionError,
+    InstanceExists,
     IntegrityError,
     InvalidInput,
+    StateNotFound,
     TaiFsmError,
     VersionConflict,
+    shown,
 )
 from tai_fsm.ids import validate_id
-from tai_fsm.records import AppendResult, ChangeMetadata, Event, StateSnapshot, StoredState, utc_now
-from tai_fsm.runtime.codec import (
-    apply_field_defaults,
-    data_to_json,
-    next_timers,
-    record_parts,
+from tai_fsm.records import Event, StoredState, utc_now
+from tai_fsm.runtime import arguments
+from tai_fsm.runtime.codec import next_timers, record_parts
+from tai_fsm.runtime.commit import Committer, append, core_of
+from tai_fsm.runtime.events import CREATE_ACTION, DEFAULT_METADATA, build_event
+from tai_fsm.runtime.history import (
+    Rebuilt,
+    VerifyReport,
+    rebuild,
+    verify_governor,
+    verify_instance,
 )
-from tai_fsm.runtime.commit import Committer, InstanceCore, core_of, restore
-from tai_fsm.runtime.hashing import compute_event_hash
-from tai_fsm.runtime.history import Rebuilt, VerifyReport, rebuild, verify_stream
+from tai_fsm.runtime.host import DEFAULT_CONFLICT_RETRIES, DEFAULT_TRANSIENT_RETRIES, Host
 from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, Store
 
 __all__ = ["CREATE_ACTION", "InstanceExists", "RecoveryReport", "Runtime"]
-
-log = logging.getLogger("tai_fsm.runtime")
-
-#: The action of every instance's first event (version 1).
-CREATE_ACTION = "@create"
-
-
-class InstanceExists(VersionConflict):
-    """``create`` found an instance with that id already. Not transient."""
-
-    transient = False
 
 
 @dataclass(slots=True)
@@ -74,7 +66,10 @@ class Runtime:
     background snapshots and closes the store unless ``own_store=False``.
 
     Safe for many concurrent tasks on one event loop; several runtimes (processes, nodes)
-    may share one store — optimistic concurrency keeps every stream dense and lossless."""
+    may share one store — optimistic concurrency keeps every stream dense and lossless.
+    ``max_conflict_retries``: how often one trigger is caught up and re-run after a
+    ``VersionConflict`` (with full-jitter backoff); ``max_transient_retries``: how often one
+    append is retried after a transient store error."""
 
     def __init__(
         self,
@@ -84,17 +79,25 @@ class Runtime:
         *,
         own_store: bool = True,
         governor: str = "default",
-        max_conflict_retries: int = 5,
-        max_transient_retries: int = 5,
+        max_conflict_retries: int = DEFAULT_CONFLICT_RETRIES,
+        max_transient_retries: int = DEFAULT_TRANSIENT_RETRIES,
         replay_batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
+        if not isinstance(store, Store) and not hasattr(store, "append_events"):
+            raise InvalidInput(
+                f"store must be a tai_fsm Store, got {type(store).__name__}", field="store"
+            )
         self.store = store
         self.node_id = validate_id(node_id, "node_id")
-        self.default_governor = validate_id(governor, "governor")
+        self.default_governor = arguments.governor(governor)
         self.own_store = own_store
-        self.max_conflict_retries = max_conflict_retries
-        self.max_transient_retries = max_transient_retries
-        self.replay_batch_size = replay_batch_size
+        self.replay_batch_size = arguments.batch_size(replay_batch_size)
+        self._host = Host(
+            store,
+            self.node_id,
+            max_conflict_retries=max_conflict_retries,
+            max_transient_retries=max_transient_retries,
+        )
         self._committers: dict[str, Committer] = {}
         for machine_cls in machines:
             compiled = CompiledMachine(machine_cls)
@@ -105,17 +108,15 @@ class Runtime:
                     f"two machines named {name!r} in one Runtime: {other} and "
                     f"{machine_cls.__name__}"
                 )
-            self._committers[name] = Committer(self, compiled)
-        self._background: set[asyncio.Task[Any]] = set()
-        self._failed_snapshots: dict[tuple[str, str], tuple[StateSnapshot, int]] = {}
-        self._closed = False
-        self._id_prefix = uuid.uuid4().hex[:16]
-        self._id_counter = itertools.count(1)
+            self._committers[name] = Committer(self._host, compiled)
 
-    def new_event_id(self) -> str:
-        """A unique event id: a random 64-bit prefix per runtime plus a counter (cheaper than
-        a uuid4 per event; ids are not store keys, so their order does not matter)."""
-        return f"{self._id_prefix}{next(self._id_counter):016x}"
+    @property
+    def max_conflict_retries(self) -> int:
+        return self._host.max_conflict_retries
+
+    @property
+    def max_transient_retries(self) -> int:
+        return self._host.max_transient_retries
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Self:
@@ -132,36 +133,22 @@ class Runtime:
     async def close(self) -> None:
         """Finish background snapshots (retrying failed ones once), then close the store
         if this runtime owns it. Idempotent."""
-        if self._closed:
+        if self._host.closed:
             return
-        self._closed = True
+        self._host.closed = True
         await self.flush()
         if self.own_store:
             await self.store.close()
 
     async def flush(self) -> None:
-        """Wait for background snapshot writes; retry failed ones once."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
-        for (governor, stream_id), (snapshot, keep) in list(self._failed_snapshots.items()):
-            await self._write_snapshot(governor, stream_id, snapshot, keep)
+        """Wait for background snapshot writes and post-commit hooks; retry failed
+        snapshots once."""
+        await self._host.flush()
 
     @property
     def closed(self) -> bool:
         """True once ``close()`` started: triggers are refused from then on."""
-        return self._closed
-
-    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
-        """Run ``work`` in the background; ``close()``/``flush()`` wait for it and its
-        failure is logged (it has no caller to raise to)."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-
-    def _background_done(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background work failed: %r", task.exception())
+        return self._host.closed
 
     @property
     def machines(self) -> dict[str, type[Machine]]:
@@ -171,19 +158,20 @@ class Runtime:
     def compiled(self, machine: str | type[Machine]) -> CompiledMachine:
         return self._committer(machine).compiled
 
-    def _committer(self, machine: str | type[Machine]) -> Committer:
-        name = machine if isinstance(machine, str) else machine.spec.name
+    def _committer(self, machine: object) -> Committer:
+        name = arguments.machine_name(machine)
         committer = self._committers.get(name)
         if committer is None:
             known = ", ".join(sorted(self._committers)) or "none"
             raise InvalidInput(
-                f"machine {name!r} is not hosted by this runtime (hosted: {known})",
+                f"machine {shown(name, 60)} is not hosted by this runtime "
+                f"(hosted: {known})",
                 field="machine",
             )
         return committer
 
-    def _governor(self, governor: str | None) -> str:
-        return validate_id(governor, "governor") if governor is not None else self.default_governor
+    def _governor(self, governor: object) -> str:
+        return arguments.governor(governor) if governor is not None else self.default_governor
 
     # ------------------------------------------------------------------ instances
     async def create(
@@ -197,23 +185,19 @@ class Runtime:
         reason: str | None = None,
     ) -> Machine:
         """Create instance ``id`` in its initial state: commits event version 1 (action
-        ``@create``) and the state record together. ``InstanceExists`` if the id is taken."""
+        ``@create``) and the state record together. Every argument is checked first
+        (``InvalidInput`` naming it, nothing written); ``InstanceExists`` if the id is
+        taken."""
         committer = self._committer(machine)
         gov = self._governor(governor)
-        validate_id(id, "instance id")
+        instance_id = arguments.instance_id(id)
+        actor = arguments.text(actor, "actor")
+        reason = arguments.text(reason, "reason")
+        if self._host.closed:
+            raise TaiFsmError("this Runtime is closed; open a new one to create instances")
         compiled = committer.compiled
         spec = compiled.spec
-        machine_cls = committer.machine_cls
-        if machine_cls.data_model is not None:
-            if data is None:
-                data = {}
-            if isinstance(data, dict):
-                data = machine_cls.data_model.model_validate(data)
-        elif data is None:
-            data = {}
-        if isinstance(data, dict):
-            data = apply_field_defaults(spec, data)
-        data_json = data_to_json(machine_cls, data)
+        data_json = arguments.create_data(committer.machine_cls, data)
         now = utc_now()
         state = compiled.initial_state
         parts = state.split(NESTED_SEPARATOR)
@@ -222,56 +206,41 @@ class Runtime:
         timers = next_timers(spec, state, entered, [], now)
         if timers:
             record_data["timers"] = timers
-        clock = StateSnapshot(id=id).causality.increment(self.node_id)
-        changed_by = actor or self.node_id
-        event = Event(
-            id=uuid.uuid4().hex,
-            stream_id=id,
+        event, record = build_event(
+            event_id=self._host.new_event_id(),
+            stream_id=instance_id,
             version=1,
             action=CREATE_ACTION,
             from_state=None,
-            to_state=StateSnapshot(id=id, data=record_data, version=1, timestamp=now,
-                                   causality=clock),
+            to_data=record_data,
             timestamp=now,
-            causality=clock,
-            metadata=ChangeMetadata(
-                changed_by=changed_by,
-                reason=reason or "create",
-                parent_version=0,
-                context={"definition_version": spec.version, "node": self.node_id},
-            ),
+            clocks={self.node_id: 1},
+            payload={},
+            changed_by=actor or self.node_id,
+            reason=reason or "create",
+            parent_version=0,
+            context={"definition_version": spec.version, "node": self.node_id},
+            prev_hash=None,
+            to_metadata=DEFAULT_METADATA,
         )
-        digest = compute_event_hash(event)
-        event = event.model_copy(update={"hash": digest})
-        record = StateSnapshot(
-            id=id,
-            data=record_data,
-            version=1,
-            timestamp=now,
-            metadata=ChangeMetadata(
-                changed_by=changed_by,
-                reason=reason or "create",
-                parent_version=0,
-                context={"event_id": event.id, "event_hash": digest, "action": CREATE_ACTION},
-            ),
-            causality=clock,
-        )
-        placeholder = StoredState(snapshot=record, version=0)
-        core = InstanceCore(placeholder)
         try:
-            result = await self.append_with_retry(gov, id, event, record, core)
+            result = await append(self._host, gov, event, record, 0, None)
         except VersionConflict as exc:
-            raise InstanceExists(id, 0, exc.actual) from None
+            raise InstanceExists(instance_id, exc.actual) from None
         stored = StoredState(snapshot=record, version=1, token=result.token)
         instance = committer.new_instance(gov, stored)
-        self.after_commit(gov, record, compiled)
+        self._host.after_commit(gov, record, spec)
         return instance
 
     async def get(self, id: str, *, governor: str | None = None) -> Machine:
         """The live instance ``id`` as currently stored (``StateNotFound`` if absent)."""
         gov = self._governor(governor)
-        stored = await self.store.read_state(gov, validate_id(id, "instance id"))
-        machine_name, _, _, _ = record_parts(id, stored.snapshot.data)
+        instance_id = arguments.instance_id(id)
+        try:
+            stored = await self.store.read_state(gov, instance_id)
+        except StateNotFound:
+            raise StateNotFound(gov, instance_id, "instance") from None
+        machine_name, _, _, _ = record_parts(instance_id, stored.snapshot.data)
         return self._committer(machine_name).new_instance(gov, stored)
 
     async def recover(self, id: str, *, governor: str | None = None) -> RecoveryReport:
@@ -279,20 +248,19 @@ class Runtime:
         re-run) and check the result equals the stored state record (``IntegrityError``
         otherwise). Returns the live instance with how it was rebuilt."""
         gov = self._governor(governor)
+        instance_id = arguments.instance_id(id)
         started = time.perf_counter()
-        rebuilt = await rebuild(
-            self.store, gov, validate_id(id, "instance id"), batch_size=self.replay_batch_size
-        )
+        rebuilt = await rebuild(self.store, gov, instance_id, batch_size=self.replay_batch_size)
         elapsed = time.perf_counter() - started
-        stored = await self.store.read_state(gov, id)
+        stored = await self.store.read_state(gov, instance_id)
         if stored.version != rebuilt.version or stored.snapshot.data != rebuilt.record.data:
             raise IntegrityError(
-                f"{id!r}: state record v{stored.version} disagrees with snapshot + replay "
-                f"(v{rebuilt.version})",
-                stream_id=id,
+                f"{instance_id!r}: state record v{stored.version} disagrees with snapshot + "
+                f"replay (v{rebuilt.version})",
+                stream_id=instance_id,
                 version=rebuilt.version,
             )
-        machine_name, _, _, _ = record_parts(id, rebuilt.record.data)
+        machine_name, _, _, _ = record_parts(instance_id, rebuilt.record.data)
         instance = self._committer(machine_name).new_instance(gov, stored)
         return RecoveryReport(instance, rebuilt.snapshot_version, rebuilt.replayed, elapsed)
 
@@ -306,11 +274,12 @@ class Runtime:
     ) -> AsyncIterator[Event]:
         """Events of ``id`` oldest first, read in pages."""
         gov = self._governor(governor)
+        instance_id = arguments.instance_id(id)
+        if after_version != 0:
+            arguments.version(after_version, "after_version")
+        size = self.replay_batch_size if batch_size is None else arguments.batch_size(batch_size)
         async for event in self.store.read_events(
-            gov,
-            validate_id(id, "instance id"),
-            after_version=after_version,
-            batch_size=batch_size or self.replay_batch_size,
+            gov, instance_id, after_version=after_version, batch_size=size
         ):
             yield event
 
@@ -327,12 +296,11 @@ class Runtime:
         if (version is None) == (at is None):
             raise InvalidInput("state_at needs exactly one of version= or at=", field="version")
         gov = self._governor(governor)
+        instance_id = arguments.instance_id(id)
+        if version is not None:
+            arguments.version(version)
         rebuilt = await rebuild(
-            self.store,
-            gov,
-            validate_id(id, "instance id"),
-            version=version,
-            at=at,
+            self.store, gov, instance_id, version=version, at=at,
             batch_size=self.replay_batch_size,
         )
         return self._view(gov, rebuilt)
@@ -342,90 +310,21 @@ class Runtime:
         return self._committer(machine_name).read_only(governor, rebuilt.record, rebuilt.version)
 
     async def verify(self, id: str, *, governor: str | None = None) -> VerifyReport:
-        """Walk ``id``'s hash chain; the report names the first broken link."""
+        """Walk ``id``'s hash chain and compare its head with the state record; the report
+        names the first broken link. ``StateNotFound`` when ``id`` has neither events nor a
+        state record."""
         gov = self._governor(governor)
-        return await verify_stream(
-            self.store, gov, validate_id(id, "instance id"), batch_size=self.replay_batch_size
+        return await verify_instance(
+            self.store, gov, arguments.instance_id(id), batch_size=self.replay_batch_size
         )
 
-    # ------------------------------------------------------------------ commit support
-    async def append_with_retry(
-        self,
-        governor: str,
-        stream_id: str,
-        event: Event,
-        record: StateSnapshot,
-        core: InstanceCore,
-    ) -> AppendResult:
-        """Append ``event`` with ``record`` at ``core.version``; transient store errors are
-        retried with backoff + jitter reusing the same event id (a landed first attempt is
-        recognised, never duplicated). ``VersionConflict`` and permanent errors propagate."""
-        attempt = 0
-        while True:
-            try:
-                return await self.store.append_events(
-                    governor,
-                    stream_id,
-                    [event],
-                    expected_version=core.version,
-                    state=record,
-                    token=core.token,
-                )
-            except VersionConflict:
-                raise
-            except TaiFsmError as exc:
-                if not exc.is_transient() or attempt >= self.max_transient_retries:
-                    raise
-                delay = exc.backoff_duration(attempt)
-                log.warning(
-                    "append to %s/%s v%d failed (%s); retry %d in %.3fs",
-                    governor, stream_id, event.version, exc, attempt + 1, delay,
-                )
-                attempt += 1
-                await asyncio.sleep(delay)
-
-    async def catch_up(self, instance: Machine, core: InstanceCore) -> None:
-        """Reload ``instance`` from its stored state record after a conflict."""
-        stored = await self.store.read_state(instance.governor, instance.id)
-        machine_name, _state, _data, _ = record_parts(instance.id, stored.snapshot.data)
-        if machine_name != instance.spec.name:
-            raise TaiFsmError(
-                f"{instance.id!r} is now a {machine_name!r} instance, not {instance.spec.name!r}"
-            )
-        core.load(stored)
-        restore(instance, core)
-
-    def after_commit(self, governor: str, record: StateSnapshot, compiled: CompiledMachine) -> None:
-        """Schedule a snapshot when the new version is a multiple of ``snapshot_every``, and
-        retry snapshots that failed earlier."""
-        spec = compiled.spec
-        if record.version % spec.snapshot_every == 0:
-            self._schedule_snapshot(governor, record.id, record, spec.snapshot_retention)
-        if self._failed_snapshots:
-            for (gov, stream_id), (snapshot, keep) in list(self._failed_snapshots.items()):
-                self._failed_snapshots.pop((gov, stream_id), None)
-                self._schedule_snapshot(gov, stream_id, snapshot, keep)
-
-    def _schedule_snapshot(
-        self, governor: str, stream_id: str, snapshot: StateSnapshot, keep: int
-    ) -> None:
-        self.spawn(self._write_snapshot(governor, stream_id, snapshot, keep))
-
-    async def _write_snapshot(
-        self, governor: str, stream_id: str, snapshot: StateSnapshot, keep: int
-    ) -> None:
-        try:
-            await self.store.save_snapshot(governor, stream_id, snapshot, keep=keep)
-        except Exception as exc:
-            log.error("snapshot of %s/%s v%d failed (will retry): %r",
-                      governor, stream_id, snapshot.version, exc)
-            current = self._failed_snapshots.get((governor, stream_id))
-            if current is None or current[0].version <= snapshot.version:
-                self._failed_snapshots[(governor, stream_id)] = (snapshot, keep)
-        else:
-            current = self._failed_snapshots.get((governor, stream_id))
-            if current is not None and current[0].version <= snapshot.version:
-                self._failed_snapshots.pop((governor, stream_id), None)
+    async def verify_all(self, *, governor: str | None = None) -> AsyncIterator[VerifyReport]:
+        """One report per instance (every event stream and state record) of ``governor``,
+        in id order. Never stops early: a record that cannot even be read is reported as a
+        problem of its instance, and the walk goes on."""
+        gov = self._governor(governor)
+        async for report in verify_governor(self.store, gov, batch_size=self.replay_batch_size):
+            yield report
 
     async def snapshot(self, instance: Machine) -> None:
         """Write a snapshot of ``instance`` at its current version now."""
@@ -442,4 +341,3 @@ class Runtime:
         """Ids of the instances (state records) in ``governor``."""
         async for state_id in self.store.list_states(self._governor(governor)):
             yield state_id
-

@@ -1,0 +1,182 @@
+"""The one event builder: every event tai-fsm writes (a runtime trigger, a ``Runtime.create``,
+a seed ``StateMachinePersister.log_transition``) is assembled by :func:`build_event`, together
+with the state record committed with it.
+
+The event is assembled as a plain document in ``Event.model_dump()`` shape, hashed
+(:mod:`tai_fsm.runtime.hashing`) and encoded once, then turned into records without
+re-validation (``construct_trusted``): callers pass only checked parts — ids,
+JSON-native data, payload and context (:mod:`tai_fsm.runtime.arguments`), aware UTC
+timestamps. The encodings ride along on the records (``_tai_json``), so a store need not
+encode them again.
+
+Rules every event obeys (DESIGN.md §3, §4; docs/architecture.md):
+
+* ``from_state`` is exactly the previous event's ``to_state`` (``None`` at version 1 unless
+  the writer had one): stores keep each state once and fill ``from_state`` in on read;
+* the hash covers ``from_state`` only at version 1 — later, ``prev_hash`` covers it, as it
+  IS the previous event's ``to_state``;
+* the state record written with the event carries ``event_id``, ``event_hash`` and
+  ``action`` in ``metadata.context``, so the next event can chain to it and a snapshot can
+  anchor ``verify``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from tai_fsm.codec import compact
+from tai_fsm.records import ChangeMetadata, Event, StateSnapshot, VectorClock, construct_trusted
+from tai_fsm.runtime.hashing import compute_event_hash
+
+__all__ = [
+    "CREATE_ACTION",
+    "DEFAULT_METADATA",
+    "EventIds",
+    "build_event",
+    "snapshot_doc",
+]
+
+#: The action of every runtime instance's first event (version 1).
+CREATE_ACTION = "@create"
+
+#: ``ChangeMetadata()`` as a document: the metadata of a runtime event's ``to_state``.
+DEFAULT_METADATA: dict[str, Any] = {
+    "changed_by": "system", "reason": "", "parent_version": None, "context": {}
+}
+_DEFAULT_METADATA_RECORD = ChangeMetadata()  # frozen: safely shared by every to_state
+
+_JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
+
+
+class EventIds:
+    """Unique event ids: a random 64-bit prefix per generator plus a counter (cheaper than a
+    uuid4 per event; ids are not store keys, so their order does not matter)."""
+
+    __slots__ = ("_counter", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = uuid.uuid4().hex[:16]
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+def snapshot_doc(
+    state_id: str,
+    data: Any,
+    version: int,
+    timestamp: datetime,
+    clocks: dict[str, int],
+    metadata: dict[str, Any],
+) -> dict[str, Any]:
+    """A ``StateSnapshot.model_dump()``-shaped dict."""
+    return {
+        "id": state_id,
+        "data": data,
+        "version": version,
+        "timestamp": timestamp,
+        "metadata": metadata,
+        "causality": {"clocks": clocks},
+    }
+
+
+def _metadata_record(metadata: dict[str, Any]) -> ChangeMetadata:
+    if metadata is DEFAULT_METADATA:
+        return _DEFAULT_METADATA_RECORD
+    return construct_trusted(ChangeMetadata, dict(metadata))
+
+
+def _snapshot_record(doc: dict[str, Any], clock: VectorClock | None = None) -> StateSnapshot:
+    return construct_trusted(StateSnapshot, {
+        **doc,
+        "metadata": _metadata_record(doc["metadata"]),
+        "causality": clock or construct_trusted(VectorClock, dict(doc["causality"])),
+    })
+
+
+def build_event(
+    *,
+    event_id: str,
+    stream_id: str,
+    version: int,
+    action: str,
+    from_state: dict[str, Any] | None,
+    to_data: Any,
+    timestamp: datetime,
+    clocks: dict[str, int],
+    payload: dict[str, Any],
+    changed_by: str,
+    reason: str,
+    parent_version: int,
+    context: dict[str, Any],
+    prev_hash: str | None,
+    to_metadata: dict[str, Any] = DEFAULT_METADATA,
+    record_context: dict[str, Any] | None = None,
+    record_version: int | None = None,
+) -> tuple[Event, StateSnapshot]:
+    """The event at ``version`` of ``stream_id`` and the state record committed with it.
+
+    ``from_state``: the previous event's ``to_state`` as a ``StateSnapshot.model_dump()``
+    document (``None`` at version 1). ``to_data``: the new state's JSON-native data;
+    ``to_metadata``: the ``to_state``'s metadata document. ``clocks``: the vector clock of
+    the event, its ``to_state`` and the record. The record's metadata is ``changed_by`` /
+    ``reason`` / ``parent_version`` with ``record_context`` plus ``event_id``,
+    ``event_hash`` and ``action``; its version is ``record_version`` (default: the event's
+    version — they differ only where a seed record and its stream count separately)."""
+    to_doc = snapshot_doc(stream_id, to_data, version, timestamp, clocks, to_metadata)
+    document: dict[str, Any] = {
+        "id": event_id,
+        "stream_id": stream_id,
+        "version": version,
+        "action": action,
+        "from_state": from_state,
+        "to_state": to_doc,
+        "payload": payload,
+        "timestamp": timestamp,
+        "causality": {"clocks": clocks},
+        "metadata": {
+            "changed_by": changed_by,
+            "reason": reason,
+            "parent_version": parent_version,
+            "context": context,
+        },
+        "prev_hash": prev_hash,
+        "hash": None,
+    }
+    digest = compute_event_hash(document)
+    document["hash"] = digest
+    encoded_event = compact(orjson.dumps(document, option=_JSON_OPTIONS))
+    record_doc = snapshot_doc(
+        stream_id, to_data, version if record_version is None else record_version,
+        timestamp, clocks,
+        {
+            "changed_by": changed_by,
+            "reason": reason,
+            "parent_version": parent_version,
+            "context": {**(record_context or {}), "event_id": event_id, "event_hash": digest,
+                        "action": action},
+        },
+    )
+    encoded_record = compact(orjson.dumps(record_doc, option=_JSON_OPTIONS))
+    clock = construct_trusted(VectorClock, {"clocks": clocks})
+    event = construct_trusted(Event, {
+        **document,
+        "from_state": _snapshot_record(from_state) if from_state is not None else None,
+        "to_state": _snapshot_record(to_doc, clock),
+        "causality": clock,
+        "metadata": construct_trusted(ChangeMetadata, dict(document["metadata"])),
+    })
+    event._tai_json = encoded_event
+    record = construct_trusted(StateSnapshot, {
+        **record_doc,
+        "metadata": construct_trusted(ChangeMetadata, dict(record_doc["metadata"])),
+        "causality": clock,
+    })
+    record._tai_json = encoded_record
+    return event, record
