@@ -55,11 +55,12 @@ from tai_fsm.consistency.tracking import EVENTS
 from tai_fsm.errors import InvalidInput, StaleRead, TaiFsmError, shown
 from tai_fsm.records import CleanupResult, Event, StateSnapshot, StoredState, StoreStats
 from tai_fsm.retry import RetryPolicy
-from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, EventSpan, RawRecord, Store
+from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, RawRecord, Store
 from tai_fsm.stores.common import check_id, check_read, check_version
 from tai_fsm.stores.ops import LOCKS, STATES, CommitResult
 from tai_fsm.stores.planning import EventRow, Prepared
 from tai_fsm.stores.recordcodec import decode_record, encode_record
+from tai_fsm.stores.spans import EventSpan
 
 __all__ = ["DEFAULT_KINDS", "ReplicatedStore", "SyncReport"]
 
