@@ -4,21 +4,28 @@
   source (every rule rescanning every transition for every state, O(states x transitions)),
   kept verbatim; random specs — nested and duplicate states, dotted names, ``"*"``, guards,
   timeouts, unknown names — must get exactly its problems, in its order.
-* Structure, not time (the project has no timed assertions): on chains of growing length the
-  number of transitions read and of ``leaf_of``/``find_state`` calls grows linearly.
+* Structure, not time (the project has no timed assertions): on definitions 4x larger,
+  reading, validating and declaring a class make ~4x the function calls (the reference: ~16x).
+* ``class_line`` (where a class DSL machine is declared) agrees with ``inspect``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import inspect
+import sys
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tai_fsm as fsm
 from tai_fsm.definition._common import STATE_CALLBACKS, TRANSITION_CALLBACKS
-from tai_fsm.definition.locations import Key, SourceMap
+from tai_fsm.definition.locations import Key, SourceMap, class_line
 from tai_fsm.definition.spec import (
     NESTED_SEPARATOR,
     MachineSpec,
@@ -35,6 +42,7 @@ from tai_fsm.definition.validate import (
     validate,
     walk_states,
 )
+from tai_fsm.definition.yaml_reader import read_machine_text
 from tai_fsm.errors import DefinitionProblem
 
 
@@ -356,7 +364,7 @@ def _states(draw: st.DrawFn, depth: int) -> tuple[StateSpec, ...]:
 def specs(draw: st.DrawFn) -> MachineSpec:
     states = draw(_states(0))
     skeleton = MachineSpec(name="m", initial="a", states=states)
-    paths = list(dict.fromkeys(skeleton.state_names())) + ["zz", "a.zz", "*"]
+    paths = [*dict.fromkeys(skeleton.state_names()), "zz", "a.zz", "*"]
     transitions = []
     for _ in range(draw(st.integers(0, 12))):
         source = draw(st.lists(st.sampled_from(paths), max_size=4))
@@ -387,7 +395,7 @@ def _marked(spec: MachineSpec) -> SourceMap:
     return source
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs())
 def test_same_problems_as_the_reference(spec: MachineSpec) -> None:
     for source in (SourceMap(), _marked(spec)):
@@ -421,3 +429,120 @@ def test_same_problems_as_the_reference_examples(spec: MachineSpec) -> None:
     for source in (SourceMap(), _marked(spec)):
         expected = [str(p) for p in _Reference(spec, source).run()]
         assert [str(p) for p in validate(spec, source)] == expected
+
+
+# ---------------------------------------------------------------------- linear, by counting
+def _rich_chain(n: int) -> str:
+    """``n`` states in a chain (each with a timeout and a guarded and an unguarded way on), a
+    compound state with ``n // 4`` children, a ``"*"`` transition and a guarded duplicate
+    group: every rule has work to do."""
+    lines = ["name: chain", "initial: s0", "states:"]
+    for i in range(n):
+        lines.append(
+            f"  - {{name: s{i}, timeout: {{after: 1h, trigger: tick{i}}}, on_enter: [log]}}"
+        )
+    lines += ["  - name: group", "    initial: g0", "    children:"]
+    lines += [f"      - g{i}" for i in range(n // 4)]
+    lines += ["  - {name: done, final: true}", "  - {name: aborted, final: true}", "transitions:"]
+    for i in range(n - 1):
+        lines.append(f"  - {{trigger: next, source: s{i}, dest: s{i + 1}, conditions: [ok]}}")
+        lines.append(f"  - {{trigger: tick{i}, source: s{i}, dest: s{i + 1}}}")
+    lines.append(f"  - {{trigger: next, source: s{n - 1}, dest: group}}")
+    lines.append(f"  - {{trigger: tick{n - 1}, source: s{n - 1}, dest: group}}")
+    for i in range(n // 4 - 1):
+        lines.append(f"  - {{trigger: step, source: group.g{i}, dest: group.g{i + 1}}}")
+    lines.append("  - {trigger: finish, source: group, dest: done}")
+    lines.append("  - {trigger: abort, source: [s0, s1], dest: aborted, unless: [ok]}")
+    lines.append("  - {trigger: abort, source: '*', dest: aborted}")
+    return "\n".join(lines) + "\n"
+
+
+def _calls(work: Callable[[], object]) -> int:
+    """Python and C function calls made by ``work()``: a deterministic measure of work."""
+    count = 0
+
+    def profile(frame: object, event: str, arg: object) -> None:
+        nonlocal count
+        if event in ("call", "c_call"):
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        work()
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+def test_validation_work_grows_linearly() -> None:
+    small, large = (read_machine_text(_rich_chain(n)) for n in (60, 240))
+    growth = _calls(lambda: validate(*large)) / _calls(lambda: validate(*small))
+    assert 3.5 < growth < 4.5, growth  # 4x the definition, ~4x the work
+    # the test has teeth: the reference grows with the square
+    small, large = (read_machine_text(_rich_chain(n)) for n in (30, 120))
+    reference = _calls(lambda: _Reference(*large).run()) / _calls(lambda: _Reference(*small).run())
+    assert reference > 10, reference
+
+
+def test_reading_work_grows_linearly() -> None:
+    small, large = _rich_chain(60), _rich_chain(240)
+    growth = _calls(lambda: read_machine_text(large)) / _calls(lambda: read_machine_text(small))
+    assert 3.5 < growth < 4.5, growth
+
+
+def _dsl_chain(n: int) -> type[fsm.Machine]:
+    """A class DSL chain of ``n`` states, each with a decorated hook on a state and a trigger."""
+    namespace: dict[str, Any] = {"name": "chain", "__module__": __name__}
+    states = [fsm.State(initial=i == 0, final=i == n - 1) for i in range(n)]
+    for i, state in enumerate(states):
+        namespace[f"s{i}"] = state
+    for i in range(n - 1):
+        namespace[f"t{i}"] = states[i].to(states[i + 1])
+
+        def hook(self: Any, event: Any) -> None: ...
+
+        hook.__name__ = f"h{i}"
+        namespace[f"h{i}"] = fsm.on_enter(states[i + 1])(fsm.after(f"t{i}")(hook))
+    return type("Chain", (fsm.Machine,), namespace)
+
+
+def test_class_dsl_work_grows_linearly() -> None:
+    assert len(_dsl_chain(10).spec.transitions) == 9
+    growth = _calls(lambda: _dsl_chain(400)) / _calls(lambda: _dsl_chain(100))
+    assert 3.5 < growth < 4.5, growth
+
+
+# ---------------------------------------------------------------------- class_line
+@dataclasses.dataclass
+class Decorated:
+    x: int = 0
+
+
+class Outer:
+    class Inner:
+        pass
+
+
+def _make() -> type:
+    class Local:
+        pass
+
+    return Local
+
+
+def _make_again() -> type:
+    class Local:  # same qualname as _make's but another function: found apart
+        pass
+
+    return Local
+
+
+@pytest.mark.parametrize(
+    "cls", [Decorated, Outer, Outer.Inner, _make(), _make_again(), fsm.Machine, int]
+)
+def test_class_line_agrees_with_inspect(cls: type) -> None:
+    try:
+        expected: int | None = inspect.getsourcelines(cls)[1]
+    except (OSError, TypeError):
+        expected = None
+    assert class_line(cls) == expected

@@ -48,6 +48,7 @@ import typing
 from typing import Any, get_args, get_origin
 
 import pydantic
+import pydantic_core
 from pydantic import BaseModel
 
 from tai_fsm.definition._common import STATE_CALLBACKS, snake_case, trigger_order
@@ -64,7 +65,7 @@ from tai_fsm.definition.declarations import (
     on_enter_committed,
     on_exit,
 )
-from tai_fsm.definition.locations import SourceMap
+from tai_fsm.definition.locations import SourceMap, class_line
 from tai_fsm.definition.spec import (
     NESTED_SEPARATOR,
     FieldSpec,
@@ -121,12 +122,13 @@ def _field_type(annotation: object) -> FieldType:
 def fields_from_model(model: type[BaseModel]) -> tuple[FieldSpec, ...]:
     """``FieldSpec``s for a pydantic model's fields: bool -> boolean, int -> integer,
     float -> number, str -> string, list/tuple/set -> array, dict -> object, else any
-    (``X | None`` counts as X; other unions as any); defaults (factories called);
-    ``required`` when there is no default."""
+    (``X | None`` counts as X; other unions as any); defaults (factories called) in the JSON
+    form the store will hold (see :func:`_json_form`); ``required`` when there is no
+    default."""
     found: list[FieldSpec] = []
     for name, info in model.model_fields.items():
         required = info.is_required()
-        default = None if required else info.get_default(call_default_factory=True)
+        default = None if required else _json_form(info.get_default(call_default_factory=True))
         found.append(
             FieldSpec(
                 name=name,
@@ -139,16 +141,24 @@ def fields_from_model(model: type[BaseModel]) -> tuple[FieldSpec, ...]:
     return tuple(found)
 
 
+def _json_form(value: Any) -> Any:
+    """A model field's default as JSON holds it — tuples and sets as lists, datetimes and
+    UUIDs as strings, models as dicts (pydantic's JSON conversion) — so that a class and its
+    YAML twin declare equal defaults. What JSON cannot hold (NaN, infinities, integers beyond
+    64 bits, objects pydantic cannot convert) is kept as it is, for validation to report."""
+    try:
+        return pydantic_core.to_jsonable_python(value)
+    except (pydantic_core.PydanticSerializationError, ValueError):  # ValueError: a cycle
+        return value
+
+
 # ---------------------------------------------------------------------- collection
 def _source_map(cls: type) -> SourceMap:
     module = inspect.getmodule(cls)
     file = getattr(module, "__file__", None)
     line = getattr(cls, "__firstlineno__", None)
     if line is None and file:
-        try:
-            line = inspect.getsourcelines(cls)[1]
-        except (OSError, TypeError):
-            line = None
+        line = class_line(cls)
     source = SourceMap(file=file)
     if isinstance(line, int):
         source.marks[()] = (line, 1)

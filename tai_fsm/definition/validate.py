@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+from tai_fsm.codec import json_native
 from tai_fsm.definition._common import STATE_CALLBACKS, TRANSITION_CALLBACKS
 from tai_fsm.definition._indexes import Duplicates, PathTrie
 from tai_fsm.definition.locations import Key, SourceMap
@@ -294,6 +295,14 @@ class _Validator:
             self.hints[name] = hint
         return hint
 
+    def check_json(self, value: Any, what: str, key: Key) -> None:
+        """The store's rule (``codec.json_native``): ``value`` must be plain JSON that reads
+        back equal — no NaN/Infinity, no integer beyond 64 bits."""
+        try:
+            json_native(value, what=what, error=DefinitionError)
+        except DefinitionError as exc:
+            self.add(exc.problems[0].message, key)
+
     def leaf(self, path: str) -> str | None:
         """``leaf_of(spec, path)``, remembered."""
         if path not in self.leaves:
@@ -324,6 +333,8 @@ class _Validator:
         ):
             if value < 1:
                 self.add(f"{key} must be at least 1 (got {value})", (key,))
+            else:
+                self.check_json(value, key, (key,))
         if not spec.states:
             self.add("the machine declares no states", ("states",))
         elif spec.initial not in self.path_set:
@@ -387,6 +398,10 @@ class _Validator:
                     f"default of data field '{field.name}' is {field.default!r}, "
                     f"which is not of type {field.type}",
                     key,
+                )
+            elif field.default is not None:
+                self.check_json(
+                    field.default, f"default of data field '{field.name}'", (*key, "default")
                 )
 
     # ------------------------------------------------------------------ transitions
