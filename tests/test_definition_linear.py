@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 import tai_fsm as fsm
 from tai_fsm.definition._common import STATE_CALLBACKS, TRANSITION_CALLBACKS
+from tai_fsm.definition.dsl import _lookup_path, _with_hooks
 from tai_fsm.definition.locations import Key, SourceMap, class_line
 from tai_fsm.definition.spec import (
     NESTED_SEPARATOR,
@@ -32,6 +33,7 @@ from tai_fsm.definition.spec import (
     StateSpec,
     TimeoutSpec,
     TransitionSpec,
+    index_states,
 )
 from tai_fsm.definition.validate import (
     _MACHINE_NAME,
@@ -546,3 +548,57 @@ def test_class_line_agrees_with_inspect(cls: type) -> None:
     except (OSError, TypeError):
         expected = None
     assert class_line(cls) == expected
+
+
+# ---------------------------------------------------------------------- class DSL hooks
+def _old_find(states: tuple[StateSpec, ...], path: str) -> bool:
+    head, _, rest = path.partition(NESTED_SEPARATOR)
+    for state in states:
+        if state.name == head:
+            return not rest or _old_find(state.children, rest)
+    return False
+
+
+def _old_update_state(
+    states: tuple[StateSpec, ...], path: str, kind: str, name: str
+) -> tuple[StateSpec, ...]:
+    head, _, rest = path.partition(NESTED_SEPARATOR)
+    updated: list[StateSpec] = []
+    for state in states:
+        if state.name == head:
+            if rest:
+                state = state.model_copy(
+                    update={"children": _old_update_state(state.children, rest, kind, name)}
+                )
+            else:
+                state = state.model_copy(update={kind: (*getattr(state, kind), name)})
+        updated.append(state)
+    return tuple(updated)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_states(0), st.data())
+def test_state_hooks_land_where_they_always_did(
+    states: tuple[StateSpec, ...], data: st.DataObject
+) -> None:
+    """Hooks are now gathered and applied in one walk; they must land exactly where the old
+    per-hook lookup and tree rebuild put them (duplicate names, dotted names, trailing dots)."""
+    paths = [*MachineSpec(name="m", initial="a", states=states).state_names(), "zz", "a.", "a.."]
+    hooks = data.draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(paths),
+                st.sampled_from(STATE_CALLBACKS),
+                st.sampled_from(["h1", "h2"]),
+            )
+        )
+    )
+    expected, known = states, index_states(states)
+    gathered: dict[str, dict[str, list[str]]] = {}
+    for path, kind, name in hooks:
+        found = _old_find(states, path)
+        assert (_lookup_path(path) in known) == found
+        if found:
+            expected = _old_update_state(expected, path, kind, name)
+            gathered.setdefault(_lookup_path(path), {}).setdefault(kind, []).append(name)
+    assert _with_hooks(states, gathered, "") == expected

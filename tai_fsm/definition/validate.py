@@ -25,8 +25,15 @@ Rules:
   transition to a different state (a compound state's transitions count for its children);
 * timeouts — ``after`` is positive and some transition with the timeout's trigger applies in
   that state (declared on it, an ancestor, a descendant, or ``"*"``);
-* numbers — ``version``, ``snapshot_every`` and ``snapshot_retention`` are at least 1; a data
-  field's default matches its type and a required field has no default.
+* numbers — ``version``, ``snapshot_every`` and ``snapshot_retention`` are at least 1 and
+  fit in 64 bits; a data field's default matches its type, is plain JSON the store can hold
+  (``codec.json_native``: no NaN/Infinity, no integer beyond 64 bits, anywhere inside it), and
+  a required field has no default.
+
+Time is linear in the size of the spec: transitions are indexed by source (and ``"*"``) once,
+and each rule reads only the groups that apply (see :mod:`tai_fsm.definition._indexes`).
+"Did you mean" hints are given within a budget (``SUGGESTION_BUDGET``), and a transition is
+named with at most ``SHOWN_SOURCES`` sources, so that messages stay linear too.
 
 :func:`check_callbacks` runs when a machine class is bound to the runtime: every callback name
 must resolve, with ``getattr(cls, name)``, to a method (or other routine) of the class.
