@@ -199,3 +199,112 @@ def test_dsl_idioms_type_check_under_mypy_strict() -> None:
         cwd=ROOT, capture_output=True, text=True, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- data checked everywhere
+LEDGER = """\
+name: ledger
+initial: open
+data:
+  items: {type: integer, default: 0}
+  note: string
+states:
+  - open
+  - {name: closed, final: true}
+transitions:
+  - {trigger: add, source: open, dest: null, before: [write]}
+  - {trigger: close, source: open, dest: closed}
+"""
+
+
+class _Ledger:
+    @staticmethod
+    def build(tmp_path: Path) -> type[fsm.Machine]:
+        path = tmp_path / "ledger.yaml"
+        path.write_text(LEDGER)
+
+        class Ledger(fsm.Machine, yaml=path):
+            def write(self, event: Any) -> None:
+                self.data.update(event.payload)
+
+        return Ledger
+
+
+async def test_undeclared_fields_and_nulls_are_refused_at_create(
+    store: Store, tmp_path: Path
+) -> None:
+    Ledger = _Ledger.build(tmp_path)
+    async with Runtime(store, [Ledger], own_store=False) as rt:
+        with pytest.raises(fsm.InvalidInput) as info:
+            await rt.create(Ledger, "l-1", data={"itmes": 2})
+        assert str(info.value) == (
+            "ledger data: undeclared field 'itmes'; did you mean 'items'?")
+        with pytest.raises(fsm.InvalidInput, match="field 'items' must not be null"):
+            await rt.create(Ledger, "l-1", data={"items": None})
+        assert not await store.exists("default", "l-1")
+        ledger = await rt.create(Ledger, "l-1", data={"note": None})  # no default: null ok
+        assert ledger.data == {"items": 0, "note": None}
+
+
+async def test_undeclared_fields_and_nulls_are_refused_after_callbacks(
+    store: Store, tmp_path: Path
+) -> None:
+    Ledger = _Ledger.build(tmp_path)
+    async with Runtime(store, [Ledger], own_store=False) as rt:
+        ledger = await rt.create(Ledger, "l-2")
+        await ledger.add(payload={"items": 3})  # type: ignore[attr-defined]
+        for bad, message in (({"bogus": 1}, "undeclared field 'bogus'"),
+                             ({"items": None}, "field 'items' must not be null"),
+                             ({"items": "3"}, "field 'items' must be integer, got str")):
+            with pytest.raises(fsm.SerializationError, match=message):
+                await ledger.add(payload=bad)  # type: ignore[attr-defined]
+            assert (ledger.version, ledger.data) == (2, {"items": 3})
+        assert (await rt.get("l-2")).version == 2
+
+
+@pytest.mark.parametrize("name", ["version", "data", "id", "state", "trigger", "governor"])
+def test_reserved_names_are_refused_as_states_and_triggers(name: str, tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(f"name: m\ninitial: a\nstates: [a, {name}, {{name: z, final: true}}]\n"
+                    f"transitions:\n  - {{trigger: go, source: a, dest: {name}}}\n"
+                    f"  - {{trigger: {name}_x, source: {name}, dest: z}}\n"
+                    f"  - {{trigger: {name}, source: a, dest: z}}\n")
+    with pytest.raises(fsm.DefinitionError) as info:
+        fsm.load_machine(path)
+    messages = [p.message for p in info.value.problems]
+    assert f"state name '{name}' is reserved: it would shadow the Machine attribute " \
+        f"'{name}'; choose another name" in messages
+    assert f"trigger '{name}' is reserved: it would shadow the Machine attribute " \
+        f"'{name}'; choose another name" in messages
+
+
+def test_dsl_settings_are_reserved_for_states_and_triggers() -> None:
+    with pytest.raises(fsm.DefinitionError) as info:
+        class Bad(fsm.Machine):
+            a = fsm.State(initial=True)
+            version = fsm.State(final=True)
+            description = a.to(version)
+    assert [p.message for p in info.value.problems] == [
+        "Bad: state 'version' is reserved: 'version' is a machine setting in the class DSL; "
+        "choose another name",
+        "Bad: trigger 'description' is reserved: 'description' is a machine setting in the "
+        "class DSL; choose another name",
+    ]
+
+
+def test_dsl_errors_point_at_the_declaring_line() -> None:
+    with pytest.raises(fsm.DefinitionError) as info:
+        class Lines(fsm.Machine):
+            a = fsm.State(initial=True)
+            b = fsm.State()
+            done = fsm.State(final=True)
+            go = a.to(b)
+            end = b.to(done)
+            finish = fsm.Transition(source=b, dest="nowhere")
+    here = Path(__file__).read_text().splitlines()
+    (problem,) = info.value.problems
+    assert problem.file == __file__ and problem.message.startswith(
+        "transition 'finish' (b -> nowhere): dest state 'nowhere' does not exist")
+    assert problem.line is not None
+    assert here[problem.line - 1].strip().startswith("finish = fsm.Transition(")
+    assert problem.column == here[problem.line - 1].index("finish") + 1
