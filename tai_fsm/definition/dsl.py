@@ -67,6 +67,7 @@ from tai_fsm.definition.declarations import (
     on_enter_committed,
     on_exit,
 )
+from tai_fsm.definition.listeners import convention_hooks
 from tai_fsm.definition.locations import Key, SourceMap, class_line
 from tai_fsm.definition.names import install_names
 from tai_fsm.definition.spec import (
@@ -202,6 +203,7 @@ def _collect(cls: type, inherited: MachineSpec | None) -> MachineSpec | None:
         if inspect.isfunction(value) or isinstance(value, staticmethod | classmethod)
         for kind, target in getattr(value, HOOKS_ATTR, ())
     ]
+    hooks.extend(_conventions(own, states, transitions, inherited or getattr(cls, "spec", None)))
     clashes = [k for k in (*states, *transitions) if k in _SETTINGS]
     if clashes:
         source = _source_map(cls)
@@ -260,6 +262,60 @@ def _collect(cls: type, inherited: MachineSpec | None) -> MachineSpec | None:
     cls._tai_source_map = source  # type: ignore[attr-defined]
     install_names(cls, spec)  # inherited triggers and states not set above
     return spec
+
+
+def _conventions(
+    own: dict[str, Any],
+    states: dict[str, State],
+    transitions: dict[str, Transition | TransitionGroup],
+    base: object,
+) -> list[tuple[str, str, object]]:
+    """Hooks from methods named by convention (``on_enter_paid``, ``after_commit_ship``;
+    see :mod:`tai_fsm.definition.listeners`) for the states and triggers known here."""
+    methods = [
+        name for name, value in own.items()
+        if (inspect.isfunction(value) or isinstance(value, staticmethod | classmethod))
+        and not getattr(value, HOOKS_ATTR, ())  # a decorated method goes where it says
+    ]
+    if not methods:
+        return []
+    declared = {**{p: s for p, s in _nested_paths(states)}, **states}
+    known_triggers: list[str] = list(transitions)
+    known_states = list(declared)
+    if isinstance(base, MachineSpec):
+        known_states += base.state_names()
+        known_triggers += base.triggers()
+    found: list[tuple[str, str, object]] = []
+    for method, kind, target in convention_hooks(methods, known_states, known_triggers):
+        # a method the definition already names there is not added twice
+        if target in declared:
+            named: tuple[str, ...] = getattr(declared[target], kind)
+        elif target in transitions:
+            named = tuple(n for t in _members(transitions[target]) for n in getattr(t, kind))
+        elif isinstance(base, MachineSpec) and base.find_state(target) is not None:
+            named = getattr(base.find_state(target), kind)
+        elif isinstance(base, MachineSpec):
+            named = tuple(
+                n for t in base.transitions if t.trigger == target for n in getattr(t, kind)
+            )
+        else:
+            named = ()
+        if method not in named:
+            found.append((method, kind, target))
+    return found
+
+
+def _nested_paths(states: dict[str, State]) -> list[tuple[str, State]]:
+    found: list[tuple[str, State]] = []
+
+    def walk(children: dict[str, State], prefix: str) -> None:
+        for name, state in children.items():
+            found.append((prefix + name, state))
+            walk(state.children, prefix + name + NESTED_SEPARATOR)
+
+    for name, state in states.items():
+        walk(state.children, name + NESTED_SEPARATOR)
+    return found
 
 
 class _Collector:

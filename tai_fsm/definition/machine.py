@@ -14,12 +14,13 @@ attribute of an instance can change state without committing.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
 from tai_fsm.definition.declarations import Transition, TransitionGroup
+from tai_fsm.definition.listeners import add_class_listener, remove_class_listener
 from tai_fsm.definition.reserved import RESERVED_ATTRIBUTES
 from tai_fsm.definition.spec import MachineSpec
 
@@ -59,6 +60,8 @@ class Machine:
     data_model: ClassVar[type[BaseModel] | None] = None
     #: The file a YAML machine was loaded from (for error messages), else None.
     source_file: ClassVar[str | None] = None
+    #: Listeners of every transition of this class (:mod:`tai_fsm.definition.listeners`).
+    listeners: ClassVar[Sequence[object]] = ()
 
     # Instance attributes, set by the runtime.
     id: str
@@ -157,6 +160,17 @@ class Machine:
             name for name in binding.available_triggers(self)
             if binding.may_trigger(self, name, payload)
         ]
+
+    @classmethod
+    def add_listener(cls, listener: object) -> None:
+        """Observe every transition of this machine class (and its subclasses): see
+        :mod:`tai_fsm.definition.listeners` for the methods a listener may have."""
+        add_class_listener(cls, listener)
+
+    @classmethod
+    def remove_listener(cls, listener: object) -> None:
+        """Undo :meth:`add_listener` (``ValueError`` if ``listener`` was not added here)."""
+        remove_class_listener(cls, listener)
 
     @property
     def is_final(self) -> bool:

@@ -30,6 +30,7 @@ from transitions.extensions.nesting import (
 )
 
 from tai_fsm.definition.binding import check_class
+from tai_fsm.definition.listeners import class_listeners
 from tai_fsm.definition.machine import Machine
 from tai_fsm.definition.spec import NESTED_SEPARATOR, MachineSpec, StateSpec, TransitionSpec
 from tai_fsm.errors import DefinitionError, TaiFsmError, TransitionNotAllowed
@@ -137,7 +138,9 @@ class CompiledMachine:
     """A machine class bound to ``transitions``. Build once per class; thread-unsafe (the
     runtime fires on one event loop thread)."""
 
-    def __init__(self, machine_cls: type[Machine]) -> None:
+    def __init__(
+        self, machine_cls: type[Machine], listeners: list[Any] | None = None
+    ) -> None:
         spec = getattr(machine_cls, "spec", None)
         if not isinstance(spec, MachineSpec):
             raise DefinitionError(
@@ -149,6 +152,9 @@ class CompiledMachine:
             raise DefinitionError(problems)
         self.spec = spec
         self.machine_cls = machine_cls
+        #: Runtime-wide listeners (shared by the runtime's machines); the class's own are
+        #: read at each transition (``definition.listeners.class_listeners``).
+        self.listeners: list[Any] = listeners if listeners is not None else []
         self.nested = any(state.children for state in spec.states)
         factory = _TaiNestedMachine if self.nested else _TaiFlatMachine
         self._machine = factory(
@@ -159,6 +165,8 @@ class CompiledMachine:
             send_event=True,
             ignore_invalid_triggers=False,
             prepare_event=[_expose_payload],
+            before_state_change=[self._before_transition],
+            after_state_change=[self._after_transition],
             name=spec.name,
         )
         # "*" means every non-final leaf state (`transitions` would include final states).
@@ -185,6 +193,22 @@ class CompiledMachine:
         self._final_states = frozenset(p for p, s in states if s is not None and s.final)
         self._triggers_by_state: dict[str, list[str]] = {}
         self._post_commit_cache: dict[tuple[TransitionSpec, tuple[str, ...]], list[str]] = {}
+
+    def active_listeners(self) -> list[Any]:
+        """Class listeners (base classes first), then runtime listeners."""
+        return [*class_listeners(self.machine_cls), *self.listeners]
+
+    def _before_transition(self, event_data: EventData) -> None:
+        for listener in self.active_listeners():
+            method = getattr(listener, "before_transition", None)
+            if method is not None:
+                method(event_data.model, event_data)
+
+    def _after_transition(self, event_data: EventData) -> None:
+        for listener in self.active_listeners():
+            method = getattr(listener, "after_transition", None)
+            if method is not None:
+                method(event_data.model, event_data)
 
     def _resolve_initial(self, path: str) -> str:
         """The leaf state entered when entering ``path`` (compound states descend)."""

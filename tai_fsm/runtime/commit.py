@@ -50,7 +50,7 @@ from tai_fsm.errors import (
 )
 from tai_fsm.records import AppendResult, Event, StateSnapshot, StoredState, utc_now
 from tai_fsm.retry import retry_async
-from tai_fsm.runtime import arguments
+from tai_fsm.runtime import arguments, listeners
 from tai_fsm.runtime.arguments import TriggerArgs
 from tai_fsm.runtime.codec import data_from_json, encode_data, next_timers, record_parts
 from tai_fsm.runtime.core import SYNC, InstanceCore, Queued, cancel, core_of, restore
@@ -198,7 +198,11 @@ class Committer:
                 f"the Runtime hosting {instance!r} is closed; open a new one to trigger"
             )
         async with core.get_lock():
-            fired, cancelled = await self._commit(instance, core, args)
+            try:
+                fired, cancelled = await self._commit(instance, core, args)
+            except Exception as exc:  # nothing committed: tell the listeners, re-raise
+                listeners.on_exception(self.compiled, instance, args.name, exc)
+                raise
         if cancelled:
             # The caller was cancelled while the append was in flight and the event landed:
             # the instance reflects it, and its post-commit hooks still run (in background).
@@ -211,6 +215,7 @@ class Committer:
     ) -> Event:
         event = fired.event
         errors = await self._run_post_commit(instance, core, fired.outcome, event, fired.queued)
+        errors += await listeners.after_commit(self.compiled, instance, event)
         await self._drain(fired.queued)
         if errors:
             raise PostCommitHookFailed(

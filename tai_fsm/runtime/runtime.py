@@ -86,6 +86,7 @@ class Runtime:
         max_conflict_retries: int = DEFAULT_CONFLICT_RETRIES,
         max_transient_retries: int = DEFAULT_TRANSIENT_RETRIES,
         replay_batch_size: int = DEFAULT_BATCH_SIZE,
+        listeners: Iterable[object] = (),
     ) -> None:
         if not isinstance(store, Store) and not hasattr(store, "append_events"):
             raise InvalidInput(
@@ -103,8 +104,10 @@ class Runtime:
             max_transient_retries=max_transient_retries,
         )
         self._committers: dict[str, Committer] = {}
+        #: Listeners of every transition of every machine hosted here (see add_listener).
+        self.listeners: list[object] = list(listeners)
         for machine_cls in machines:
-            compiled = CompiledMachine(machine_cls)
+            compiled = CompiledMachine(machine_cls, self.listeners)
             name = compiled.spec.name
             if name in self._committers:
                 other = self._committers[name].machine_cls.__name__
@@ -113,6 +116,11 @@ class Runtime:
                     f"{machine_cls.__name__}"
                 )
             self._committers[name] = Committer(self._host, compiled)
+
+    def add_listener(self, listener: object) -> None:
+        """Observe every transition of every machine of this runtime (after the machine
+        classes' own listeners); see :mod:`tai_fsm.definition.listeners`."""
+        self.listeners.append(listener)
 
     @property
     def max_conflict_retries(self) -> int:
