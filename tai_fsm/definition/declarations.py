@@ -96,8 +96,10 @@ class State:
         timeout: Timeout | None = None,
         children: Mapping[str, State] | None = None,
         description: str = "",
+        ignore_invalid_triggers: bool | None = None,
     ) -> None:
         self.initial = initial
+        self.ignore_invalid_triggers = ignore_invalid_triggers
         self.final = final
         self.on_enter = _names(on_enter)
         self.on_exit = _names(on_exit)

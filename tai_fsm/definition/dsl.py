@@ -70,6 +70,7 @@ from tai_fsm.definition.declarations import (
 from tai_fsm.definition.listeners import convention_hooks
 from tai_fsm.definition.locations import Key, SourceMap, class_line
 from tai_fsm.definition.names import install_names
+from tai_fsm.definition.reserved import DSL_SETTINGS
 from tai_fsm.definition.spec import (
     NESTED_SEPARATOR,
     FieldSpec,
@@ -99,7 +100,7 @@ __all__ = [
     "on_exit",
 ]
 
-_SETTINGS = ("name", "version", "initial", "snapshot_every", "snapshot_retention", "description")
+_SETTINGS = DSL_SETTINGS  # name, version, initial, snapshot_*, description, ignore_...
 
 
 # ---------------------------------------------------------------------- data models
@@ -414,6 +415,9 @@ class _Collector:
                 else (base.data_fields if base else ())
             ),
             description=settings.get("description", base.description if base else ""),
+            ignore_invalid_triggers=settings.get(
+                "ignore_invalid_triggers", base.ignore_invalid_triggers if base else False
+            ),
         )
 
     def initial(
@@ -471,6 +475,7 @@ class _Collector:
             children=children,
             initial=marked[0] if marked else None,
             description=state.description,
+            ignore_invalid_triggers=state.ignore_invalid_triggers,
         )
 
     def ref(self, trigger: str, value: State | str) -> str:

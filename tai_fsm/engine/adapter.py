@@ -187,6 +187,8 @@ class CompiledMachine:
                 prepare=[_mark_spec(transition)],
             )
         self.initial_state = self._resolve_initial(spec.initial)
+        #: Trigger names the machine declares (an unknown one is never ignored).
+        self.known_triggers = frozenset(spec.triggers())
         states = [(path, spec.find_state(path)) for path in spec.state_names()]
         #: Paths of states with a timeout (entering one starts a durable timer).
         self.timed_states = frozenset(p for p, s in states if s is not None and s.timeout)

@@ -46,6 +46,7 @@ from tai_fsm.engine.adapter import CompiledMachine, FireOutcome
 from tai_fsm.errors import (
     PostCommitHookFailed,
     TaiFsmError,
+    TransitionNotAllowed,
     VersionConflict,
 )
 from tai_fsm.records import AppendResult, Event, StateSnapshot, StoredState, utc_now
@@ -55,7 +56,7 @@ from tai_fsm.runtime.arguments import TriggerArgs
 from tai_fsm.runtime.codec import data_from_json, encode_data, next_timers, record_parts
 from tai_fsm.runtime.core import SYNC, InstanceCore, Queued, cancel, core_of, restore
 from tai_fsm.runtime.events import DEFAULT_METADATA, build_event, snapshot_doc
-from tai_fsm.runtime.guards import may_fire
+from tai_fsm.runtime.guards import head_event, ignored, may_fire
 from tai_fsm.runtime.host import Host
 
 __all__ = ["Committer", "InstanceCore", "append", "core_of", "restore"]
@@ -200,6 +201,11 @@ class Committer:
         async with core.get_lock():
             try:
                 fired, cancelled = await self._commit(instance, core, args)
+            except TransitionNotAllowed as exc:
+                if ignored(self.compiled, instance, args.name, exc):  # nothing to commit
+                    return await head_event(self.host.store, instance, core.version)
+                listeners.on_exception(self.compiled, instance, args.name, exc)
+                raise
             except Exception as exc:  # nothing committed: tell the listeners, re-raise
                 listeners.on_exception(self.compiled, instance, args.name, exc)
                 raise

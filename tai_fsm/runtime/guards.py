@@ -15,9 +15,12 @@ import copy
 
 from tai_fsm.definition.machine import Machine
 from tai_fsm.engine.adapter import CompiledMachine
+from tai_fsm.errors import StateNotFound, TransitionNotAllowed
+from tai_fsm.records import Event
 from tai_fsm.runtime import arguments
+from tai_fsm.stores.base import Store
 
-__all__ = ["may_fire", "probe"]
+__all__ = ["head_event", "ignored", "may_fire", "probe"]
 
 
 def probe(instance: Machine) -> Machine:
@@ -39,3 +42,27 @@ def may_fire(
     trigger = arguments.name(name)
     _, fresh = arguments.json_object(payload, "payload")
     return compiled.may_fire(probe(instance), trigger, fresh)
+
+
+def ignored(
+    compiled: CompiledMachine, instance: Machine, trigger: str, error: TransitionNotAllowed
+) -> bool:
+    """True when ``error`` refused a known ``trigger`` only because no transition leaves the
+    instance's state, and that state (or the machine) has ``ignore_invalid_triggers``.
+    A failed condition, and an unknown trigger name, are never ignored."""
+    spec = compiled.spec
+    return (
+        error.condition is None
+        and trigger in compiled.known_triggers
+        and spec.ignores_invalid_triggers(instance.state)
+    )
+
+
+async def head_event(store: Store, instance: Machine, version: int) -> Event:
+    """The event at ``version`` of ``instance`` (what an ignored trigger returns: the event
+    the instance is at; nothing new was committed)."""
+    async for event in store.read_events(
+        instance.governor, instance.id, after_version=version - 1, batch_size=1
+    ):
+        return event
+    raise StateNotFound(instance.governor, instance.id, "event")
