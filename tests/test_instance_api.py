@@ -192,10 +192,10 @@ def test_reserved_names_match_the_machine_api() -> None:
     assert public <= RESERVED_ATTRIBUTES, public - RESERVED_ATTRIBUTES
 
 
-def test_dsl_idioms_type_check_under_mypy_strict() -> None:
+def test_dsl_idioms_type_check_under_mypy_strict(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental",
-         "tests/typing_check.py"],
+        [sys.executable, "-m", "mypy", "--config-file", "pyproject.toml", "--strict",
+         "--cache-dir", str(tmp_path / "mypy-cache"), "tests/typing_check.py"],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,5 +1,6 @@
 """Type-checked, not run: the DSL idioms must pass ``mypy --strict`` with no ``# type:
-ignore`` (tests/test_instance_api.py runs mypy on this file)."""
+ignore`` (tests/test_instance_api.py runs mypy on this file, with the project's mypy
+configuration, which enables ``tai_fsm.mypy_plugin``)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,15 @@ class FromYaml(fsm.Machine, yaml="machines/order.yaml"):  # a YAML machine, subc
         return bool(self.data["items"])
 
 
-async def use(order: Order, from_yaml: FromYaml) -> None:
+Loaded = fsm.load_machine("machines/order.yaml")  # a class for mypy (tai_fsm.mypy_plugin)
+
+
+class FromLoaded(Loaded):
+    def has_items(self, event: Any) -> bool:
+        return bool(self.data["items"])
+
+
+async def use(order: Order, from_yaml: FromYaml, loaded: FromLoaded) -> None:
     event: fsm.Event = await order.pay(actor="alice", payload={"items": 1})
     await order.trigger(Order.pay)                  # the declaration's name on the class
     await order.trigger("ship", reason="courier")
@@ -35,4 +44,5 @@ async def use(order: Order, from_yaml: FromYaml) -> None:
     ok: bool = order.may_trigger(Order.ship, payload={"items": 2}) and order.pay.may()
     allowed: list[str] = order.allowed_triggers(payload={"items": 1})
     await from_yaml.trigger("pay", payload={"at": "now"})
+    await loaded.trigger("pay", payload={"at": "now"})
     print(event.version, now_paid, name, trigger_name, ok, allowed)
