@@ -125,7 +125,7 @@ async def _recover_and_check(
 ) -> int:
     store = open_store(store_url)
     async with Runtime(store, DEMO_MACHINES, node_id="demo-parent", governor=governor) as rt:
-        ids = [i async for i in rt.instances()]
+        ids = [i async for i in rt.instance_ids()]
         started = time.perf_counter()
         replayed = 0
         from_snapshots = 0

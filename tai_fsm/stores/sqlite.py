@@ -40,7 +40,13 @@ from tai_fsm.stores import sqlite_ops as ops
 from tai_fsm.stores.base import RawRecord, Store
 from tai_fsm.stores.ops import CommitResult
 from tai_fsm.stores.planning import EventRow, Prepared
-from tai_fsm.stores.sqlite_schema import check_synchronous, connect
+from tai_fsm.stores.sqlite_schema import (
+    SCHEMA_VERSION,
+    check_synchronous,
+    connect,
+    map_error,
+    schema_version,
+)
 from tai_fsm.stores.sqlite_worker import READ, STOP, WRITE, Job, serve
 
 __all__ = ["SQLiteStore"]
@@ -87,6 +93,12 @@ class SQLiteStore(Store):
             self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout,
             create=create, read_only=self.read_only,
         )
+        try:
+            #: 2 only for a schema-2 file opened read-only (not migrated): queries scan
+            self.schema_version = schema_version(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise map_error(exc, self.path, self.busy_timeout) from None
         self._jobs: queue.SimpleQueue[Job | Any] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(
@@ -143,6 +155,13 @@ class SQLiteStore(Store):
 
     async def _list_records(self, governor: str, kind: str, after: str, limit: int) -> list[str]:
         return await self._run(partial(ops.list_records, governor, kind, after, limit))
+
+    async def _find_states(
+        self, governor: str, machine: str | None, state: str | None, after: str, limit: int
+    ) -> list[str]:
+        if self.schema_version < SCHEMA_VERSION:  # a schema-2 file opened read-only
+            return await super()._find_states(governor, machine, state, after, limit)
+        return await self._run(partial(ops.find_states, governor, machine, state, after, limit))
 
     async def _list_governors(self) -> list[str]:
         return await self._run(ops.list_governors)
