@@ -195,7 +195,8 @@ async def _snapshot_at(path: Path, instance: str, version: int) -> None:
     async with Runtime(SQLiteStore(path), [Counter]) as rt:
         past = await rt.state_at(instance, version=version)
         record = (await rt.store.read_state(GOV, instance)).snapshot
-        event = [e async for e in rt.history(instance, after_version=version - 1)][0]
+        events = [e async for e in rt.history(instance, after_version=version - 1)]
+        event = events[0]
         assert past.version == version == event.version
         snapshot = event.to_state.model_copy(update={
             "version": version,
