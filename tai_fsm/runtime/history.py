@@ -181,7 +181,7 @@ async def rebuild(
                 if earliest.version > version:
                     raise _compacted(stream_id, version, earliest.version)
                 break
-        raise StateNotFound(governor, stream_id, "instance history")
+        raise StateNotFound(governor, stream_id, "instance")
     if version is not None and current != version:
         head = await store.stream_version(governor, stream_id)
         raise InvalidInput(

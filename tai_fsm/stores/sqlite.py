@@ -147,6 +147,19 @@ class SQLiteStore(Store):
         ``busy_timeout`` (ms) and ``schema_version``."""
         return await self._run(ops.pragmas)
 
+    async def vacuum(self) -> tuple[int, int]:
+        """Give the space freed by deletions (``cleanup_old_data``, ``delete_state``) back
+        to the disk: SQLite keeps freed pages in the file for reuse until ``VACUUM``
+        rebuilds it. Returns ``(bytes on disk before, after)`` — the file and its
+        write-ahead log. Needs free disk space about the size of the file while it runs,
+        and waits for (then blocks) other writers."""
+        if self.read_only:
+            raise StoreFailure(
+                f"SQLite file {self.path} was opened read-only; it cannot be vacuumed",
+                condition="read_only",
+            )
+        return await self._run(partial(ops.vacuum, self.path))  # outside any transaction
+
     # ------------------------------------------------------------------ backend hooks
     async def _read_records(
         self, governor: str, kind: str, record_ids: list[str]

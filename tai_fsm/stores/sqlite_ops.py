@@ -14,6 +14,7 @@ checked and records encoded by the ``Store`` base class.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from typing import Any
 
@@ -389,3 +390,27 @@ def stats(governor: str | None, conn: _Conn) -> StoreStats:
         max_version=max(state_max or 0, event_max or 0),
         bytes=size,
     )
+
+
+# ---------------------------------------------------------------------- maintenance
+def _disk_size(path: str) -> int:
+    """Bytes the store takes on disk: the file and its write-ahead log."""
+    total = 0
+    for suffix in ("", "-wal"):
+        try:
+            total += os.path.getsize(path + suffix)
+        except OSError:
+            pass
+    return total
+
+
+def vacuum(path: str, conn: _Conn) -> tuple[int, int]:
+    """Rebuild the file without its free pages (``VACUUM``) and empty the write-ahead log;
+    ``(bytes on disk before, after)``. Runs outside any transaction; other connections may
+    keep reading meanwhile (a reader holding an old snapshot can keep the log from being
+    emptied: the sizes say what was actually freed)."""
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = _disk_size(path)
+    conn.execute("VACUUM")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return before, _disk_size(path)
