@@ -34,7 +34,7 @@ from tai_fsm.errors import (
 from tai_fsm.runtime.runtime import Runtime
 from tai_fsm.stores.url import open_store
 
-__all__ = ["run_demo"]
+__all__ = ["new_governor", "run_demo"]
 
 _ACK = "ACK"
 
@@ -195,6 +195,12 @@ def _cli_command() -> str:
     return "tai-fsm"
 
 
+def new_governor() -> str:
+    """``demo-YYYYmmdd-HHMMSS-xxxxxx``: the time says when; the random part keeps two runs
+    started in the same second apart."""
+    return f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
 def _bounded(value: object, name: str, low: int, high: int) -> int:
     """Checked before anything starts: a bad number is one line, not a child's traceback."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -211,8 +217,7 @@ def run_demo(args: argparse.Namespace) -> int:
     store_url: str = args.store
     count = _bounded(args.instances, "--instances", 1, 10_000)
     transitions = _bounded(args.transitions, "--transitions", 10, 1_000_000)
-    # the time says when; the random part keeps two runs in the same second apart
-    governor = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    governor = new_governor()
     seed = random.randrange(1 << 30)
     kill_after = count + random.randint(transitions // 2, (3 * transitions) // 4)
     names = ", ".join(cls.spec.name for cls in DEMO_MACHINES)

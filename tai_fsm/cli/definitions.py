@@ -169,15 +169,22 @@ def _summary(cls: type[Machine]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- diagram
+def _is(path: Path, kind: str) -> bool:
+    try:
+        return path.is_file() if kind == "file" else path.is_dir()
+    except OSError:  # e.g. a name too long to be a path: then it is not one
+        return False
+
+
 def _spec_for(path_or_name: str, machines_target: str) -> MachineSpec:
     path = Path(path_or_name)
-    if path.is_file():
+    if _is(path, "file"):
         if path.suffix not in YAML_SUFFIXES:
             raise DefinitionError(
                 f"{shown(str(path))} is not a machine file (*.yaml, *.yml)", file=str(path)
             )
         return read_machine_file(path)[0]
-    if path.is_dir():
+    if _is(path, "dir"):
         raise DefinitionError(
             f"{shown(str(path))} is a folder; diagram draws one machine file", file=str(path)
         )

@@ -14,7 +14,7 @@ import sys
 import traceback
 from typing import TextIO
 
-from tai_fsm.errors import TaiFsmError
+from tai_fsm.errors import TaiFsmError, shown
 
 __all__ = ["one_line", "report"]
 
@@ -54,7 +54,7 @@ def one_line(exc: BaseException) -> str:
         return _cut(text) + "".join(f" ({_cut(note, 200)})" for note in extra)
     if isinstance(exc, OSError) and exc.filename is not None:
         reason = exc.strerror or type(exc).__name__
-        return _cut(f"cannot use {os.fsdecode(exc.filename)}: {reason}")
+        return f"cannot use {shown(os.fsdecode(exc.filename))}: {reason}"
     text = str(exc).splitlines()[0] if str(exc) else ""
     name = type(exc).__name__
     where = _where(exc)

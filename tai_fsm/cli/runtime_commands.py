@@ -138,6 +138,7 @@ async def _machine_of(store: Store, governor: str, instance_id: str) -> str:
 
 
 async def _show(args: argparse.Namespace) -> int:
+    arguments.instance_id(args.id)
     async with reading(args) as store:
         try:
             stored = await store.read_state(args.governor, args.id)
@@ -148,6 +149,7 @@ async def _show(args: argparse.Namespace) -> int:
 
 
 async def _history(args: argparse.Namespace) -> int:
+    arguments.instance_id(args.id)
     async with reading(args) as store:
         found = False
         async for event in store.read_events(args.governor, args.id):
@@ -162,6 +164,7 @@ async def _history(args: argparse.Namespace) -> int:
 
 
 async def _state_at(args: argparse.Namespace) -> int:
+    arguments.instance_id(args.id)
     at: datetime | None = None
     if args.time is not None:
         try:
@@ -185,6 +188,8 @@ async def _verify(args: argparse.Namespace) -> int:
     stops at a broken or unreadable record."""
     broken: list[VerifyReport] = []
     count = events = 0
+    if args.id is not None:
+        arguments.instance_id(args.id)
     async with reading(args) as store:
         if args.id:
             reports = _one(await verify_instance(store, args.governor, args.id))
