@@ -213,3 +213,34 @@ async def test_schema_1_is_still_refused_and_a_missing_file_is_not_created(
     with pytest.raises(StoreFailure, match="no store at"):
         SQLiteStore(tmp_path / "sub" / "none.db", create=False)
     assert not (tmp_path / "sub").exists()
+
+
+# ---------------------------------------------------------------------- Firestore reindex
+@pytest.mark.firestore
+async def test_firestore_reindex_fills_the_fields_of_older_documents(
+    firestore_emulator: str, tmp_path: Path
+) -> None:
+    from google.cloud.firestore import DELETE_FIELD
+
+    from tai_fsm.stores.firestore import FirestoreStore
+    from tai_fsm.testing.backends import open_backend
+
+    async with open_backend("firestore", tmp_path) as store:
+        assert isinstance(store, FirestoreStore)
+        async with Runtime(store, [Order], own_store=False) as rt:
+            for n in range(1, 4):
+                await rt.create("order", f"o-{n}", {"items": 1}, governor=GOV)
+            await (await rt.get("o-2", governor=GOV)).trigger("pay")
+        states = store.client.collection(f"{store.prefix}governors").document(GOV)
+        for n in (1, 2):  # as tai-fsm wrote them before queries existed
+            await states.collection("states").document(f"o-{n}").update(
+                {"machine": DELETE_FIELD, "state": DELETE_FIELD}
+            )
+        assert await store.find_states(GOV, machine="order") == ["o-3"]
+        async with Runtime(store, [Order], own_store=False) as rt:
+            held = await rt.get("o-1", governor=GOV)  # its token goes stale below
+            assert await store.reindex(GOV) == 2
+            await held.trigger("pay")  # the stale token costs one re-read, nothing else
+        assert await store.find_states(GOV, machine="order") == ["o-1", "o-2", "o-3"]
+        assert await store.find_states(GOV, machine="order", state="paid") == ["o-1", "o-2"]
+        assert await store.reindex() == 0  # every governor; nothing left to do
