@@ -193,6 +193,10 @@ class Store(SeedAPI, abc.ABC):
         machine = check_filter(machine, "machine")
         state = check_filter(state, "state")
         size = check_batch_size(batch_size)
+        if machine is None and state is None:
+            async for record_id in self.list_records(gov, kind=STATES):
+                yield record_id
+            return
         after = ""
         while True:
             page = await self._find_states(gov, machine, state, after, size)
@@ -492,15 +496,17 @@ class Store(SeedAPI, abc.ABC):
         self, governor: str, machine: str | None, state: str | None, after: str, limit: int
     ) -> list[str]:
         """Up to ``limit`` ids ``> after`` of state records matching both filters (``None``
-        = any), ascending. The default reads and decodes every record
-        (:func:`tai_fsm.stores.query.scan_states`); backends override it with an index."""
+        = any), ascending. The default lists every id (:meth:`list_records`) and decodes
+        each record (:func:`tai_fsm.stores.query.scan_states`) — correct for any store,
+        wrappers included, and linear in the governor's size per page; backends override
+        it with an index."""
 
         async def read_raw(ids: list[str]) -> dict[str, bytes]:
             rows = await self._read_records(governor, STATES, ids) if ids else {}
             return {rid: row.raw for rid, row in rows.items()}
 
         return await scan_states(
-            lambda position, n: self._list_records(governor, STATES, position, n),
+            aiter(self.list_records(governor, kind=STATES)),
             read_raw, machine, state, after, limit, DEFAULT_BATCH_SIZE,
         )
 

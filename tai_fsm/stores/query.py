@@ -20,7 +20,8 @@ the governor's size.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -104,7 +105,7 @@ def matches(index: Index, machine: str | None, state: str | None) -> bool:
 
 
 async def scan_states(
-    list_ids: Callable[[str, int], Awaitable[list[str]]],
+    ids: AsyncIterator[str],
     read_raw: Callable[[list[str]], Awaitable[dict[str, bytes]]],
     machine: str | None,
     state: str | None,
@@ -113,20 +114,32 @@ async def scan_states(
     page: int,
 ) -> list[str]:
     """Up to ``limit`` ids ``> after`` whose records match, by reading every record:
-    ``list_ids(after, n)`` lists ids ascending, ``read_raw(ids)`` returns stored rows."""
+    ``ids`` yields every state record id ascending, ``read_raw(ids)`` returns their stored
+    rows (read ``page`` at a time)."""
     found: list[str] = []
-    position = after
-    while len(found) < limit:
-        ids = await list_ids(position, page)
+    batch: list[str] = []
+
+    async def flush() -> None:
         if machine is None and state is None:
-            found.extend(ids)
+            found.extend(batch)
         else:
-            rows = await read_raw(ids)
-            for record_id in ids:
-                raw = rows.get(record_id)
-                if raw is not None and matches(index_of_raw(raw), machine, state):
-                    found.append(record_id)
-        if len(ids) < page:
-            break
-        position = ids[-1]
+            rows = await read_raw(batch)
+            found.extend(
+                rid for rid in batch
+                if (raw := rows.get(rid)) is not None
+                and matches(index_of_raw(raw), machine, state)
+            )
+        batch.clear()
+
+    async with aclosing(ids):  # type: ignore[type-var]
+        async for record_id in ids:
+            if record_id <= after:
+                continue
+            batch.append(record_id)
+            if len(batch) >= page:
+                await flush()
+                if len(found) >= limit:
+                    break
+    if batch:
+        await flush()
     return found[:limit]
