@@ -325,3 +325,28 @@ def test_cleanup_vacuum_reports_the_bytes_freed_on_disk(run: Run, workdir: Path)
     assert code == 0 and "verify OK: 4 stream(s)" in out
     code, out, _ = run("--store", "memory://", "cleanup", "--older-than", "1d", "--vacuum")
     assert code == 0 and "vacuum: nothing to do" in out
+
+
+def test_a_store_that_cannot_be_written_is_opened_read_only(
+    run: Run, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read-only commands work on a read-only copy (issue 15 §3): when opening for writing
+    is refused as read-only, they open the file read-only."""
+    from tai_fsm.cli import common
+    from tai_fsm.errors import StoreFailure
+
+    run("create", "light", "l-1")
+    opened: list[dict[str, bool]] = []
+    real = common.open_store
+
+    def read_only_medium(url: str, *, create: bool = True, read_only: bool = False) -> object:
+        opened.append({"create": create, "read_only": read_only})
+        if not read_only:
+            raise StoreFailure("the file is read-only", condition="read_only")
+        return real(url, create=create, read_only=read_only)
+
+    monkeypatch.setattr(common, "open_store", read_only_medium)
+    for command in (("show", "l-1"), ("history", "l-1"), ("verify",), ("list",)):
+        assert run(*command)[0] == 0, command
+    assert opened[:2] == [{"create": False, "read_only": False},
+                          {"create": False, "read_only": True}]

@@ -59,7 +59,7 @@ def open_reading(url: str) -> Store:
     except StoreFailure as exc:
         if exc.condition != "read_only":
             raise
-        return open_store(url, read_only=True)
+        return open_store(url, create=False, read_only=True)
 
 
 @asynccontextmanager

@@ -213,7 +213,7 @@ async def _verify(args: argparse.Namespace) -> int:
               f"{len(broken)} broken")
     if broken:
         raise IntegrityError(
-            f"{len(broken)} of {count} instance(s) broken; first: {broken[0].stream_id!r}: "
+            f"{len(broken)} of {count} instance(s) broken; first: {shown(broken[0].stream_id)}: "
             f"{broken[0].problems[0]}",
             stream_id=broken[0].stream_id,
             version=broken[0].broken_version,
