@@ -267,8 +267,11 @@ async def test_a_damaged_snapshot_falls_back_to_an_older_one(tmp_path: Path) -> 
         assert past.data == {"n": 21}
 
 
-async def test_after_compaction_a_sealed_snapshot_is_trusted(tmp_path: Path) -> None:
-    """When its event was compacted away, a snapshot is checked by its own seal only."""
+async def test_after_compaction_a_snapshot_is_checked_against_the_next_event(
+    tmp_path: Path,
+) -> None:
+    """Its own event compacted away, a snapshot must still agree with the event after it:
+    that event's prev_hash (hash-covered) and the from_state compaction kept on it."""
     path = tmp_path / "s.db"
     await _history(path)
     await _snapshot_at(path, "c0", 20)
@@ -278,10 +281,23 @@ async def test_after_compaction_a_sealed_snapshot_is_trusted(tmp_path: Path) -> 
     async with Runtime(SQLiteStore(path), [Counter]) as rt:
         assert (await rt.verify("c0")).ok
         assert (await rt.state_at("c0", version=21)).data == {"n": 20}
-    _edit_row(path, "snapshots", "stream_id = 'c0' AND version = 20",
-              lambda doc: doc["data"]["data"].__setitem__("n", -5), reseal=False)
-    async with Runtime(SQLiteStore(path), [Counter]) as rt:
-        report = await rt.verify("c0")
-        assert not report.ok and report.broken_version == 21, report.problems
-        with pytest.raises(IntegrityError):  # nothing left to rebuild version 21 from
-            await rt.state_at("c0", version=21)
+        assert (await rt.recover("c0")).snapshot_version == 20
+    for forge in ("data", "event_hash"):
+        copy = tmp_path / f"{forge}.db"
+        copy.write_bytes(path.read_bytes())
+
+        def change(doc: dict[str, Any], forge: str = forge) -> None:
+            if forge == "data":
+                doc["data"]["data"]["n"] = -5
+            else:
+                doc["metadata"]["context"]["event_hash"] = "0" * 64
+
+        _edit_row(copy, "snapshots", "stream_id = 'c0' AND version = 20", change, reseal=True)
+        async with Runtime(SQLiteStore(copy), [Counter]) as rt:
+            report = await rt.verify("c0")
+            assert not report.ok and report.broken_version == 20, (forge, report.problems)
+            assert "the snapshot at version 20" in report.problems[0]
+            with pytest.raises(IntegrityError, match="compacted and no snapshot covers"):
+                await rt.state_at("c0", version=21)  # never the forged data
+            with pytest.raises(IntegrityError):
+                await rt.recover("c0")

@@ -31,6 +31,7 @@ __all__ = [
     "VerifyReport",
     "rebuild",
     "record_reflects",
+    "snapshot_follow_mismatch",
     "snapshot_mismatch",
     "verify_checked",
     "verify_governor",
@@ -68,6 +69,38 @@ def snapshot_mismatch(snap: StateSnapshot, event: Event) -> str | None:
     return None
 
 
+def snapshot_follow_mismatch(snap: StateSnapshot, following: Event) -> str | None:
+    """Why snapshot ``snap`` disagrees with ``following``, the event right after it, when
+    the event at the snapshot's version is gone (compacted): that event's ``prev_hash``
+    (covered by its hash) must be the hash the snapshot records, and the ``from_state`` it
+    keeps since compaction must be the snapshot's data. None when it agrees."""
+    recorded = snap.metadata.context.get("event_hash")
+    if recorded is not None and following.prev_hash is not None and recorded != following.prev_hash:
+        return (
+            f"the snapshot at version {snap.version} records another event hash than the "
+            f"event log's (version {following.version} follows another event)"
+        )
+    if following.from_state is not None and following.from_state.data != snap.data:
+        return (
+            f"the snapshot at version {snap.version} does not match the event log (its data "
+            f"differs from the state version {following.version} moved from)"
+        )
+    return None
+
+
+async def _snapshot_problem(
+    store: Store, governor: str, stream_id: str, snap: StateSnapshot
+) -> str | None:
+    """Why ``snap`` cannot be trusted over the log (None when it can): compared with the
+    event at its version, or — compacted away — with the event after it. With neither in
+    the log, the snapshot's own seal (checked when it was decoded) is all there is."""
+    event = await _event_at(store, governor, stream_id, snap.version)
+    if event is not None:
+        return snapshot_mismatch(snap, event)
+    following = await _event_at(store, governor, stream_id, snap.version + 1)
+    return None if following is None else snapshot_follow_mismatch(snap, following)
+
+
 async def _event_at(store: Store, governor: str, stream_id: str, version: int) -> Event | None:
     """The event at ``version`` (decoded with the few rows a delta needs), or None when it
     is not in the log (compacted)."""
@@ -82,8 +115,9 @@ async def _snapshot_before(
 ) -> StateSnapshot | None:
     """The newest snapshot at or before ``version`` (and taken at or before ``at``) that
     agrees with the event log. A snapshot whose event is still in the log must equal it
-    (:func:`snapshot_mismatch`); one whose event was compacted is trusted on its own seal
-    (checked when it is decoded). A snapshot that fails either check is skipped with a
+    (:func:`snapshot_mismatch`); one whose event was compacted must agree with the event
+    after it (:func:`snapshot_follow_mismatch`), and is otherwise trusted on its own seal
+    (checked when it is decoded). A snapshot that fails a check is skipped with a
     warning, and the next older one tried: recovery and ``state_at`` then replay more of
     the log, they never return a forged snapshot's data."""
     limit = version
@@ -100,8 +134,7 @@ async def _snapshot_before(
         if snap is None:
             return None
         if at is None or snap.timestamp <= at:
-            event = await _event_at(store, governor, stream_id, snap.version)
-            problem = None if event is None else snapshot_mismatch(snap, event)
+            problem = await _snapshot_problem(store, governor, stream_id, snap)
             if problem is None:
                 return snap
             log.warning(
@@ -324,6 +357,12 @@ async def verify_stream(
                     else:  # the chain starts here; every later link is still checked
                         prev_hash = event.prev_hash
                         report.anchored = False
+                    if anchor is not None and (
+                        mismatch := snapshot_follow_mismatch(anchor, event)
+                    ):
+                        report.problems.append(mismatch)
+                        report.broken_version = anchor.version
+                        return report
             problem = _check_event(event, expected, prev_hash, last)
             if problem is None and event.version in snapshot_versions:
                 problem = await _check_snapshot_anchor(store, governor, stream_id, event)
