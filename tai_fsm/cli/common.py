@@ -31,6 +31,7 @@ __all__ = [
     "machine_class",
     "open_output",
     "open_reading",
+    "progress",
     "reading",
     "runtime_for",
     "sync",
@@ -130,6 +131,12 @@ def json_object_arg(text: str | None, what: str) -> dict[str, Any] | None:
             field=what,
         )
     return arguments.json_object(value, what)[1]
+
+
+def progress(count: int, what: str) -> None:
+    """Every 10,000 items, a counter on stderr when it is a terminal."""
+    if count % 10_000 == 0 and sys.stderr.isatty():
+        print(f"\r{what}: {count:,}", end="", file=sys.stderr, flush=True)
 
 
 def dump(value: Any, out: TextIO | None = None) -> None:

@@ -8,7 +8,6 @@ they use to the runtime. The store-wide commands (list, stats, cleanup, export) 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -21,6 +20,7 @@ from tai_fsm.cli.common import (
     dump,
     json_object_arg,
     machine_class,
+    progress,
     reading,
     runtime_for,
     sync,
@@ -63,10 +63,6 @@ async def _runtime(
     async with Runtime(store, machines.values(), node_id="cli", governor=args.governor) as rt:
         yield rt
 
-
-def _progress(count: int, what: str) -> None:
-    if count % 10_000 == 0 and sys.stderr.isatty():
-        print(f"\r{what}: {count:,}", end="", file=sys.stderr, flush=True)
 
 
 def _state_name(data: Any) -> str:
@@ -203,7 +199,7 @@ async def _verify(args: argparse.Namespace) -> int:
                 if not args.json:
                     print(f"BROKEN {report.stream_id} at version {report.broken_version}: "
                           + "; ".join(report.problems), flush=True)
-            _progress(count, "verified instances")
+            progress(count, "verified instances")
     if args.json:
         dump({"ok": not broken, "streams": count, "events_checked": events,
               "broken": [r.as_dict() for r in broken]})

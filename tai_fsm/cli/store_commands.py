@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import orjson
 
-from tai_fsm.cli.common import dump, open_output, reading, sync, writing
+from tai_fsm.cli.common import dump, open_output, progress, reading, sync, writing
 from tai_fsm.definition.durations import parse_duration
 from tai_fsm.errors import shown
 from tai_fsm.records import StoredState
@@ -33,10 +33,6 @@ __all__ = ["register"]
 
 Command = Callable[..., argparse.ArgumentParser]
 
-
-def _progress(count: int, what: str) -> None:
-    if count % 10_000 == 0 and sys.stderr.isatty():
-        print(f"\r{what}: {count:,}", end="", file=sys.stderr, flush=True)
 
 
 def _plural(count: int, word: str) -> str:
@@ -164,7 +160,7 @@ async def _export(args: argparse.Namespace) -> int:
             async for event in store.iter_all_events(args.governor):
                 out.write(orjson.dumps(event.model_dump(mode="json")).decode() + "\n")
                 count += 1
-                _progress(count, "exported events")
+                progress(count, "exported events")
         finally:
             if out is not sys.stdout:
                 out.close()
