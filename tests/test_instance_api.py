@@ -308,3 +308,17 @@ def test_dsl_errors_point_at_the_declaring_line() -> None:
     assert problem.line is not None
     assert here[problem.line - 1].strip().startswith("finish = fsm.Transition(")
     assert problem.column == here[problem.line - 1].index("finish") + 1
+
+
+def test_the_blocking_facade_has_trigger_methods_and_guards(tmp_path: Path) -> None:
+    from tai_fsm import sync
+
+    store = sync.open_store(f"sqlite:///{tmp_path / 'sync.db'}")
+    with sync.Runtime(store, [Shop]) as rt:
+        shop = rt.create("shop", "s-9", data={"price": 2})
+        assert shop.may_trigger("pay", payload={"amount": 2})
+        assert shop.allowed_triggers(payload={"amount": 1}) == ["cancel"]
+        event = shop.pay(actor="script", payload={"amount": 2})
+        assert (event.action, event.version, shop.state) == ("pay", 2, "paid")
+        with pytest.raises(AttributeError):
+            shop.pai  # noqa: B018 - a typo is an AttributeError, not a trigger
