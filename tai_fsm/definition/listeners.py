@@ -52,6 +52,7 @@ __all__ = [
     "class_listeners",
     "convention_callbacks",
     "convention_hooks",
+    "generation",
     "remove_class_listener",
 ]
 
@@ -115,12 +116,23 @@ def class_listeners(cls: type) -> list[Any]:
     return found
 
 
+_GENERATION = [0]
+
+
+def generation() -> int:
+    """Bumped by every ``add_listener`` / ``remove_listener`` on a class: the engine keeps
+    each class's listener list until it changes (the ``listeners`` class attribute is read
+    then too — change listeners at run time with ``add_listener``)."""
+    return _GENERATION[0]
+
+
 def add_class_listener(cls: type, listener: object) -> None:
     own = vars(cls).get(_OWN_ATTR)
     if own is None:
         own = []
         setattr(cls, _OWN_ATTR, own)
     own.append(listener)
+    _GENERATION[0] += 1
 
 
 def remove_class_listener(cls: type, listener: object) -> None:
@@ -128,3 +140,4 @@ def remove_class_listener(cls: type, listener: object) -> None:
     if own is None or listener not in own:
         raise ValueError(f"{listener!r} is not a listener added to {cls.__name__}")
     own.remove(listener)
+    _GENERATION[0] += 1

@@ -31,6 +31,7 @@ from transitions.extensions.nesting import (
 
 from tai_fsm.definition.binding import check_class
 from tai_fsm.definition.listeners import class_listeners
+from tai_fsm.definition.listeners import generation as listener_generation
 from tai_fsm.definition.machine import Machine
 from tai_fsm.definition.spec import NESTED_SEPARATOR, MachineSpec, StateSpec, TransitionSpec
 from tai_fsm.errors import DefinitionError, TaiFsmError, TransitionNotAllowed
@@ -155,6 +156,8 @@ class CompiledMachine:
         #: Runtime-wide listeners (shared by the runtime's machines); the class's own are
         #: read at each transition (``definition.listeners.class_listeners``).
         self.listeners: list[Any] = listeners if listeners is not None else []
+        self._listener_key: tuple[int, int] = (-1, -1)
+        self._class_listeners: list[Any] = []
         self.nested = any(state.children for state in spec.states)
         factory = _TaiNestedMachine if self.nested else _TaiFlatMachine
         self._machine = factory(
@@ -197,8 +200,16 @@ class CompiledMachine:
         self._post_commit_cache: dict[tuple[TransitionSpec, tuple[str, ...]], list[str]] = {}
 
     def active_listeners(self) -> list[Any]:
-        """Class listeners (base classes first), then runtime listeners."""
-        return [*class_listeners(self.machine_cls), *self.listeners]
+        """Class listeners (base classes first), then runtime listeners. Cached until a
+        class listener is added or removed (``listeners.generation``) or the runtime's list
+        grows or shrinks: the hot path pays one comparison."""
+        key = (listener_generation(), len(self.listeners))
+        if self._listener_key != key:
+            self._class_listeners = class_listeners(self.machine_cls)
+            self._listener_key = key
+        if not self.listeners:
+            return self._class_listeners
+        return [*self._class_listeners, *self.listeners]
 
     def _before_transition(self, event_data: EventData) -> None:
         for listener in self.active_listeners():
