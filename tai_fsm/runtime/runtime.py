@@ -73,7 +73,9 @@ class Runtime:
     may share one store — optimistic concurrency keeps every stream dense and lossless.
     ``max_conflict_retries``: how often one trigger is caught up and re-run after a
     ``VersionConflict`` (with full-jitter backoff); ``max_transient_retries``: how often one
-    append is retried after a transient store error."""
+    append is retried after a transient store error. ``listeners``: objects observing every
+    transition of every hosted machine (:mod:`tai_fsm.definition.listeners`; more with
+    :meth:`add_listener`)."""
 
     def __init__(
         self,
