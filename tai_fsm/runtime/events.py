@@ -122,6 +122,7 @@ def build_event(
     to_metadata: dict[str, Any] = DEFAULT_METADATA,
     record_context: dict[str, Any] | None = None,
     record_version: int | None = None,
+    from_clock: VectorClock | None = None,
 ) -> tuple[Event, StateSnapshot]:
     """The event at ``version`` of ``stream_id`` and the state record committed with it.
 
@@ -131,7 +132,8 @@ def build_event(
     the event, its ``to_state`` and the record. The record's metadata is ``changed_by`` /
     ``reason`` / ``parent_version`` with ``record_context`` plus ``event_id``,
     ``event_hash`` and ``action``; its version is ``record_version`` (default: the event's
-    version — they differ only where a seed record and its stream count separately)."""
+    version — they differ only where a seed record and its stream count separately).
+    ``from_clock``: ``from_state``'s clock as a record already (the runtime's last commit)."""
     to_doc = snapshot_doc(stream_id, to_data, version, timestamp, clocks, to_metadata)
     causality = {"clocks": clocks}
     metadata = {
@@ -191,7 +193,7 @@ def build_event(
     encoded_record = compact(orjson.dumps(record_doc, option=_JSON_OPTIONS))
     clock = construct_trusted(VectorClock, causality)
     event_metadata = construct_trusted(ChangeMetadata, dict(metadata))
-    prior = _snapshot_record(from_state) if from_state is not None else None
+    prior = _snapshot_record(from_state, from_clock) if from_state is not None else None
     event = construct_trusted(Event, {
         **document,
         "from_state": prior,

@@ -35,8 +35,9 @@ from tai_fsm.errors import (
 from tai_fsm.ids import validate_id
 from tai_fsm.records import Event, StoredState, utc_now
 from tai_fsm.runtime import arguments
+from tai_fsm.runtime.async_commit import AsyncCommitter
 from tai_fsm.runtime.codec import next_timers, record_parts
-from tai_fsm.runtime.commit import Committer, append, core_of
+from tai_fsm.runtime.commit import Committer, core_of
 from tai_fsm.runtime.events import CREATE_ACTION, DEFAULT_METADATA, build_event
 from tai_fsm.runtime.history import (
     Rebuilt,
@@ -71,6 +72,11 @@ class Runtime:
     ``VersionConflict`` (with full-jitter backoff); ``max_transient_retries``: how often one
     append is retried after a transient store error."""
 
+    #: Who performs the commit protocol's steps: the event loop here; the blocking runtime
+    #: (``tai_fsm.sync``) swaps in drivers that do their own I/O on the caller's thread.
+    _host_class: type[Host] = Host
+    _committer_class: type[Committer] = AsyncCommitter
+
     def __init__(
         self,
         store: Store,
@@ -92,7 +98,7 @@ class Runtime:
         self.default_governor = arguments.governor(governor)
         self.own_store = own_store
         self.replay_batch_size = arguments.batch_size(replay_batch_size)
-        self._host = Host(
+        self._host = self._host_class(
             store,
             self.node_id,
             max_conflict_retries=max_conflict_retries,
@@ -108,7 +114,7 @@ class Runtime:
                     f"two machines named {name!r} in one Runtime: {other} and "
                     f"{machine_cls.__name__}"
                 )
-            self._committers[name] = Committer(self._host, compiled)
+            self._committers[name] = self._committer_class(self._host, compiled)
 
     @property
     def max_conflict_retries(self) -> int:
@@ -224,7 +230,7 @@ class Runtime:
             to_metadata=DEFAULT_METADATA,
         )
         try:
-            result = await append(self._host, gov, event, record, 0, None)
+            result = await committer.append(gov, event, record, 0, None)
         except VersionConflict as exc:
             raise InstanceExists(instance_id, exc.actual) from None
         stored = StoredState(snapshot=record, version=1, token=result.token)

@@ -144,7 +144,8 @@ def _check_native(model: StateSnapshot | Event, what: str) -> None:
 def encode_record(snapshot: StateSnapshot, record_id: str, version: int, what: str) -> bytes:
     """The stored JSON of a record (state, lease, snapshot) as ``record_id`` at
     ``version``; ``SerializationError`` when it is not JSON or over the 1 MiB limit."""
-    cached = snapshot._tai_json
+    private = snapshot.__pydantic_private__
+    cached = private.get("_tai_json") if private else None
     if cached is not None and snapshot.version == version and snapshot.id == record_id:
         return seal(codec.check_size(cached, what=what))
     _check_native(snapshot, what)
@@ -188,7 +189,8 @@ def encode_event(
     version, the very ``prior`` object it was built against, the sealed bytes — produced
     by :func:`stored_event_row` from the same parts): when all three match, that row is
     the answer and nothing is encoded again."""
-    stored = event._tai_stored
+    private = event.__pydantic_private__
+    stored = private.get("_tai_stored") if private else None
     if (
         stored is not None
         and not explicit_from

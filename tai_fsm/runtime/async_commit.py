@@ -1,0 +1,142 @@
+"""The async driver of the commit protocol (:mod:`tai_fsm.runtime.commit`): performs its
+steps on the event loop for the async ``Runtime``.
+
+An append goes to the store as a shielded task, so a caller cancelled while its append is
+in flight does not cancel the append: if it lands, the instance adopts it and the
+post-commit hooks run in the background. A store whose calls complete without suspending
+(``Store.completes_synchronously``: the memory store) is awaited directly — a call that
+never suspends cannot be interrupted, so it needs no task and no shield.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Generator
+from typing import Any
+
+from tai_fsm.definition.machine import Machine
+from tai_fsm.records import AppendResult, Event, StateSnapshot
+from tai_fsm.runtime.commit import Committer, Fired, append_steps, perform_append
+from tai_fsm.runtime.core import InstanceCore
+from tai_fsm.runtime.host import Host
+from tai_fsm.runtime.steps import AppendStep, AwaitStep, ReadStep, SleepStep, Step, TriggerStep
+
+__all__ = ["AsyncCommitter", "append"]
+
+
+async def append(
+    host: Host,
+    governor: str,
+    event: Event,
+    record: StateSnapshot,
+    expected_version: int,
+    token: str | None,
+) -> AppendResult:
+    """Append ``event`` with its state ``record`` at ``expected_version`` on the event loop
+    (the async driver over :meth:`Committer.append_steps`: transient errors retried with the
+    same event id, so a first attempt that did land is recognised, never duplicated)."""
+    step = AppendStep(governor, event, record, expected_version, token)
+    result: AppendResult = await drive_steps(host, append_steps(host, step))
+    return result
+
+
+
+class AsyncCommitter(Committer):
+    """Drives the protocol on the event loop (the async ``Runtime``)."""
+
+    def new_future(self) -> asyncio.Future[Event]:
+        return asyncio.get_running_loop().create_future()
+
+    def run_trigger(
+        self,
+        instance: Machine,
+        name: object,
+        actor: object,
+        reason: object,
+        context: object,
+        payload: object,
+    ) -> Awaitable[Event]:
+        return self._trigger(instance, (name, actor, reason, context, payload))
+
+    async def _trigger(self, instance: Machine, raw: tuple[object, ...]) -> Event:
+        args, core = self._begin(instance, raw)
+        host = self.host
+        fired: Fired
+        cancelled: bool
+        async with core.get_lock():
+            fired, cancelled = await drive_steps(host, self.commit_steps(instance, core, args))
+        if cancelled:
+            # The caller was cancelled while the append was in flight and the event landed:
+            # the instance reflects it, and its post-commit hooks still run (in background).
+            host.spawn(drive_steps(host, self.after_steps(instance, core, fired, args.name)))
+            raise asyncio.CancelledError
+        if self._hookless(fired):
+            return fired.event
+        return await self._after(host, instance, core, fired, args.name)
+
+    async def _after(
+        self, host: Host, instance: Machine, core: InstanceCore, fired: Fired, name: str
+    ) -> Event:
+        event: Event = await drive_steps(host, self.after_steps(instance, core, fired, name))
+        return event
+
+    async def append(
+        self, governor: str, event: Event, record: StateSnapshot, expected: int,
+        token: str | None,
+    ) -> AppendResult:
+        return await append(self.host, governor, event, record, expected, token)
+
+
+async def drive_steps(host: Host, steps: Generator[Step, Any, Any]) -> Any:
+    """Run a protocol generator to its end, performing its steps on the event loop."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = steps.send(value) if error is None else steps.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        value = error = None
+        try:
+            value = await _perform(host, step)
+        except BaseException as exc:
+            error = exc
+
+
+async def _perform(host: Host, step: Step) -> Any:
+    if type(step) is AppendStep:
+        if getattr(type(host.store), "completes_synchronously", False):
+            # nothing to interrupt: the call cannot suspend, so it cannot be cancelled
+            return await perform_append(host.store, step)
+        return await _append_shielded(host, step)
+    if type(step) is SleepStep:
+        await asyncio.sleep(step.seconds)
+        return None
+    if type(step) is ReadStep:
+        return await host.store.read_state(step.governor, step.state_id)
+    if type(step) is AwaitStep:
+        return await step.awaitable
+    if type(step) is TriggerStep:
+        item = step.item
+        return await item.instance.trigger(item.name, **item.kwargs)
+    raise TypeError(f"unknown protocol step {step!r}")
+
+
+async def _append_shielded(host: Host, step: AppendStep) -> AppendResult:
+    """Append; a cancelled caller waits for the append in flight (it may land), then gets
+    ``step.cancelled`` set (landed) or ``CancelledError`` (did not)."""
+    append_task = asyncio.ensure_future(perform_append(host.store, step))
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(append_task)
+            step.cancelled = cancelled
+            return result
+        except asyncio.CancelledError:
+            if append_task.done():
+                raise
+            cancelled = True  # finish the in-flight append before giving up
+        except BaseException as exc:
+            if cancelled:
+                raise asyncio.CancelledError from exc
+            raise
