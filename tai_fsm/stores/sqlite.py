@@ -87,8 +87,12 @@ class SQLiteStore(Store):
             self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout,
             create=create, read_only=self.read_only,
         )
-        self._jobs: queue.SimpleQueue[Job | Any] = queue.SimpleQueue()
         self._closed = False
+        self._start(conn)
+
+    def _start(self, conn: sqlite3.Connection) -> None:
+        """Hand ``conn`` to the worker thread that runs every call."""
+        self._jobs: queue.SimpleQueue[Job | Any] = queue.SimpleQueue()
         self._thread = threading.Thread(
             target=serve,
             args=(conn, self._jobs, self.path, self.busy_timeout),
@@ -102,9 +106,7 @@ class SQLiteStore(Store):
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, synchronous={self.synchronous!r})"
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T], kind: int = READ) -> T:
-        """Run ``fn(conn)`` on the worker: as is (``READ``) or as a transaction body
-        (``WRITE``, possibly group-committed with other queued writes)."""
+    def _check_open(self, kind: int) -> None:
         if self._closed:
             raise TaiFsmError(f"{self!r} is closed")
         if kind == WRITE and self.read_only:
@@ -112,6 +114,11 @@ class SQLiteStore(Store):
                 f"SQLite file {self.path} was opened read-only; nothing was written",
                 condition="read_only",
             )
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], kind: int = READ) -> T:
+        """Run ``fn(conn)`` on the worker: as is (``READ``) or as a transaction body
+        (``WRITE``, possibly group-committed with other queued writes)."""
+        self._check_open(kind)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._jobs.put((kind, fn, future, loop))

@@ -26,14 +26,13 @@ from typing import Any
 
 from tai_fsm.stores.sqlite_schema import map_error
 
-__all__ = ["MAX_GROUP", "READ", "STOP", "WRITE", "Job", "serve"]
+__all__ = ["MAX_GROUP", "READ", "STOP", "WRITE", "Job", "run_read", "run_write", "serve"]
 
 READ, WRITE = 0, 1
 MAX_GROUP = 256  # write jobs per shared transaction
 
-Job = tuple[
-    int, Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop
-]
+Body = Callable[[sqlite3.Connection], Any]
+Job = tuple[int, Body, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 STOP: Any = object()  # put this on the queue to stop the worker
 _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
@@ -74,7 +73,7 @@ def serve(
             if job is STOP:
                 return
             if job[0] == READ:
-                _deliver([job], [_read(conn, job, path, busy_timeout)])
+                _deliver([job], [run_read(conn, job[1], path, busy_timeout)])
                 continue
             group: list[Job] = [job]
             while len(group) < MAX_GROUP and not jobs.empty():
@@ -86,35 +85,36 @@ def serve(
                     carry = nxt
                     break
                 group.append(nxt)
-            _deliver(group, _write(conn, group, path, busy_timeout))
+            _deliver(group, run_write(conn, [j[1] for j in group], path, busy_timeout))
     finally:
         conn.close()
 
 
-def _read(
-    conn: sqlite3.Connection, job: Job, path: str, busy_timeout: float
+def run_read(
+    conn: sqlite3.Connection, fn: Body, path: str, busy_timeout: float
 ) -> tuple[Any, BaseException | None]:
+    """Run ``fn(conn)`` as is: ``(result, None)`` or ``(None, error)``."""
     try:
-        return job[1](conn), None
+        return fn(conn), None
     except sqlite3.Error as exc:
         return None, map_error(exc, path, busy_timeout)
     except BaseException as exc:  # delivered to the awaiting caller
         return None, exc
 
 
-def _write(
-    conn: sqlite3.Connection, group: list[Job], path: str, busy_timeout: float
+def run_write(
+    conn: sqlite3.Connection, group: list[Body], path: str, busy_timeout: float
 ) -> list[tuple[Any, BaseException | None]]:
-    """Run ``group`` in one transaction; the outcome of each job, in order."""
+    """Run the bodies of ``group`` in one transaction; the outcome of each, in order."""
     savepoints = len(group) > 1
     outcomes: list[tuple[Any, BaseException | None]] = []
     try:
         conn.execute("BEGIN IMMEDIATE")
-        for job in group:
+        for body in group:
             if savepoints:
                 conn.execute("SAVEPOINT job")
             try:
-                result = job[1](conn)
+                result = body(conn)
             except sqlite3.Error:
                 raise  # the whole transaction is suspect: fail the group
             except BaseException as exc:  # this job's own failure (a check, bad data)
