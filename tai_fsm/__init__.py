@@ -8,7 +8,9 @@ from tai_fsm.consistency import (
     EventualConsistency,
     LastWriteWinsResolver,
     MergeResolver,
+    ReplicatedStore,
     Resolver,
+    SyncReport,
 )
 from tai_fsm.coordination import Transaction, TransactionManager
 from tai_fsm.definition import (
@@ -103,6 +105,7 @@ __all__ = [
     "PersistenceConfig",
     "PostCommitHookFailed",
     "RecoveryReport",
+    "ReplicatedStore",
     "Resolver",
     "RetryPolicy",
     "Runtime",
@@ -117,6 +120,7 @@ __all__ = [
     "StoreStats",
     "StoreUnavailable",
     "StoredState",
+    "SyncReport",
     "TaiFsmError",
     "Timeout",
     "TimeoutSpec",
