@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Generator
 from typing import Any
 
 from tai_fsm.definition.machine import Machine
+from tai_fsm.engine.adapter import FireOutcome
 from tai_fsm.records import AppendResult, Event, StateSnapshot
-from tai_fsm.runtime.commit import Committer, Fired, append_steps, perform_append
-from tai_fsm.runtime.core import InstanceCore
+from tai_fsm.runtime.commit import Committer, Fired, append_steps, drain_steps, perform_append
+from tai_fsm.runtime.core import InstanceCore, Queued
 from tai_fsm.runtime.host import Host
 from tai_fsm.runtime.steps import AppendStep, AwaitStep, ReadStep, SleepStep, Step, TriggerStep
 
@@ -85,6 +86,29 @@ class AsyncCommitter(Committer):
         token: str | None,
     ) -> AppendResult:
         return await append(self.host, governor, event, record, expected, token)
+
+    # the protocol's pieces, awaited (``Runtime.transaction`` composes them)
+    async def run_post_commit(
+        self,
+        instance: Machine,
+        core: InstanceCore,
+        outcome: FireOutcome,
+        event: Event,
+        queued: list[Queued],
+    ) -> list[BaseException]:
+        """Run ``outcome``'s post-commit hooks; the errors they raised."""
+        errors: list[BaseException] = await drive_steps(
+            self.host, self.hook_steps(instance, core, outcome, event, queued)
+        )
+        return errors
+
+    async def drain(self, queued: list[Queued]) -> None:
+        """Commit the queued triggers, in order, each as its own event."""
+        await drive_steps(self.host, drain_steps(queued))
+
+    async def catch_up(self, instance: Machine, core: InstanceCore) -> None:
+        """Reload ``instance`` from its stored state record."""
+        await drive_steps(self.host, self.catch_up_steps(instance, core))
 
 
 async def drive_steps(host: Host, steps: Generator[Step, Any, Any]) -> Any:

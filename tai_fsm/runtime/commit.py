@@ -73,7 +73,16 @@ from tai_fsm.runtime.steps import (
 from tai_fsm.stores.base import Store
 from tai_fsm.stores.ops import Append, CommitResult, Op
 
-__all__ = ["Committer", "InstanceCore", "append_ops", "append_steps", "core_of", "restore"]
+__all__ = [
+    "Committer",
+    "Fired",
+    "InstanceCore",
+    "append_ops",
+    "append_steps",
+    "core_of",
+    "drain_steps",
+    "restore",
+]
 
 log = logging.getLogger("tai_fsm.runtime")
 
@@ -254,8 +263,7 @@ class Committer:
                 host.after_commit(instance.governor, fired.record, self.compiled.spec)
                 return fired, step.cancelled
             yield SleepStep(wait)
-            stored = yield from self._read_steps(instance)
-            self._caught_up(instance, core, stored)
+            yield from self.catch_up_steps(instance, core)
 
     def _read_steps(self, instance: Machine) -> Generator[Step, Any, StoredState]:
         """Read ``instance``'s state record, transient errors retried."""
@@ -368,9 +376,30 @@ class Committer:
         """Post-commit hooks, then the triggers queued by callbacks and hooks (each its own
         event, in order); ``PostCommitHookFailed`` if a hook raised (the event stays)."""
         event = fired.event
-        queued = fired.queued
+        errors = yield from self.hook_steps(instance, core, fired.outcome, event, fired.queued)
+        yield from drain_steps(fired.queued)
+        if errors:
+            raise PostCommitHookFailed(
+                f"{self.compiled.spec.name} {instance.id!r} v{event.version}: the transition "
+                f"{name!r} is committed, but {len(errors)} post-commit hook(s) failed: "
+                + "; ".join(f"{type(e).__name__}: {e}" for e in errors),
+                event=event,
+                errors=errors,
+            )
+        return event
+
+    def hook_steps(
+        self,
+        instance: Machine,
+        core: InstanceCore,
+        outcome: FireOutcome,
+        event: Event,
+        queued: list[Queued],
+    ) -> Generator[Step, Any, list[BaseException]]:
+        """Run the post-commit hooks of ``outcome``; the errors they raised (a hook's
+        failure never undoes the event). Triggers a sync hook fires join ``queued``."""
         errors: list[BaseException] = []
-        for hook_name in self.compiled.post_commit_hooks(fired.outcome):
+        for hook_name in self.compiled.post_commit_hooks(outcome):
             hook: Callable[[Event], Any] = getattr(instance, hook_name)
             start = len(core.queue)
             try:
@@ -393,26 +422,27 @@ class Committer:
                     exc,
                 )
                 errors.append(exc)
-        for item in queued:
-            try:
-                done: Event = yield TriggerStep(item)
-            except Exception as exc:
-                log.warning("queued trigger %r on %r failed: %r", item.name, item.instance, exc)
-                if not item.future.done():
-                    item.future.set_exception(exc)
-                    item.future.exception()  # mark retrieved: the caller may not await it
-            else:
-                if not item.future.done():
-                    item.future.set_result(done)
-        if errors:
-            raise PostCommitHookFailed(
-                f"{self.compiled.spec.name} {instance.id!r} v{event.version}: the transition "
-                f"{name!r} is committed, but {len(errors)} post-commit hook(s) failed: "
-                + "; ".join(f"{type(e).__name__}: {e}" for e in errors),
-                event=event,
-                errors=errors,
-            )
-        return event
+        return errors
+
+    def catch_up_steps(self, instance: Machine, core: InstanceCore) -> Generator[Step, Any, None]:
+        """Reload ``instance`` from its stored state record (after a conflict)."""
+        stored = yield from self._read_steps(instance)
+        self._caught_up(instance, core, stored)
+
+
+def drain_steps(queued: list[Queued]) -> Generator[Step, Any, None]:
+    """Commit triggers queued by callbacks/hooks, in order, each as its own event."""
+    for item in queued:
+        try:
+            done: Event = yield TriggerStep(item)
+        except Exception as exc:
+            log.warning("queued trigger %r on %r failed: %r", item.name, item.instance, exc)
+            if not item.future.done():
+                item.future.set_exception(exc)
+                item.future.exception()  # mark retrieved: the caller may not await it
+        else:
+            if not item.future.done():
+                item.future.set_result(done)
 
 
 def append_ops(step: AppendStep) -> list[Op]:
