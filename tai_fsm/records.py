@@ -50,14 +50,17 @@ def construct_trusted(cls: type[ModelT], fields: dict[str, Any]) -> ModelT:
     For hot paths that assembled ``fields`` from already-validated parts only: every field
     present, of the declared type (nested records as record instances), timestamps aware
     UTC. ``fields`` becomes the instance's storage: do not mutate it afterwards."""
-    instance = cls.__new__(cls)
-    setter = object.__setattr__
-    setter(instance, "__dict__", fields)
-    setter(instance, "__pydantic_fields_set__", set(fields))
-    setter(instance, "__pydantic_extra__", None)
+    instance = _new(cls)
+    _set(instance, "__dict__", fields)
+    _set(instance, "__pydantic_fields_set__", set(fields))
+    _set(instance, "__pydantic_extra__", None)
     private = cls.__private_attributes__
-    setter(instance, "__pydantic_private__", dict.fromkeys(private) if private else None)
+    _set(instance, "__pydantic_private__", dict.fromkeys(private) if private else None)
     return instance
+
+
+_new = object.__new__
+_set = object.__setattr__
 
 
 def utc_now() -> datetime:

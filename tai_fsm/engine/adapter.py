@@ -151,6 +151,8 @@ class CompiledMachine:
         self.machine_cls = machine_cls
         self.nested = any(state.children for state in spec.states)
         factory = _TaiNestedMachine if self.nested else _TaiFlatMachine
+        # The flat path sets the payload and finds the transition's spec itself (one
+        # callback dispatch less each); the nested one copies event data between levels.
         self._machine = factory(
             model=None,
             states=[_state_config(s) for s in spec.states],
@@ -158,9 +160,11 @@ class CompiledMachine:
             auto_transitions=False,
             send_event=True,
             ignore_invalid_triggers=False,
-            prepare_event=[_expose_payload],
+            prepare_event=[_expose_payload] if self.nested else [],
             name=spec.name,
         )
+        #: the flat machine's Transition objects -> their spec
+        self._spec_of: dict[int, TransitionSpec] = {}
         # "*" means every non-final leaf state (`transitions` would include final states).
         not_final = spec.wildcard_sources()
         for transition in spec.transitions:
@@ -176,8 +180,12 @@ class CompiledMachine:
                 unless=list(transition.unless),
                 before=list(transition.before),
                 after=list(transition.after),
-                prepare=[_mark_spec(transition)],
+                prepare=[_mark_spec(transition)] if self.nested else [],
             )
+            if not self.nested:
+                for added in self._machine.events[transition.trigger].transitions.values():
+                    for trans in added:
+                        self._spec_of.setdefault(id(trans), transition)
         self.initial_state = self._resolve_initial(spec.initial)
         states = [(path, spec.find_state(path)) for path in spec.state_names()]
         #: Paths of states with a timeout (entering one starts a durable timer).
@@ -185,6 +193,7 @@ class CompiledMachine:
         self._final_states = frozenset(p for p, s in states if s is not None and s.final)
         self._triggers_by_state: dict[str, list[str]] = {}
         self._post_commit_cache: dict[tuple[TransitionSpec, tuple[str, ...]], list[str]] = {}
+        self._entered_cache: dict[tuple[TransitionSpec, str, str], list[str]] = {}
 
     def _resolve_initial(self, path: str) -> str:
         """The leaf state entered when entering ``path`` (compound states descend)."""
@@ -230,10 +239,13 @@ class CompiledMachine:
             else:
                 event = machine.events[trigger]
                 event_data = EventData(None, event, machine, instance, (), payload)
+                event_data.payload = payload  # type: ignore[attr-defined]
                 event_data.state = machine.get_model_state(instance)
                 executed = event._is_valid_source(event_data.state) and (
                     event._process(event_data) or event_data.result
                 )
+                if executed:
+                    setattr(event_data, _SPEC_ATTR, self._spec_of[id(event_data.transition)])
         except MachineError as exc:
             raise TransitionNotAllowed(
                 f"{self.spec.name}: trigger {trigger!r} is not allowed from state {source!r}",
@@ -252,13 +264,11 @@ class CompiledMachine:
             )
         spec = getattr(event_data, _SPEC_ATTR)
         dest = instance.state
-        return FireOutcome(
-            trigger=trigger,
-            source=source,
-            dest=dest,
-            transition=spec,
-            entered=self._entered(spec, source, dest),
-        )
+        key = (spec, source, dest)
+        entered = self._entered_cache.get(key)
+        if entered is None:
+            entered = self._entered_cache[key] = self._entered(spec, source, dest)
+        return FireOutcome(trigger, source, dest, spec, entered)
 
     @staticmethod
     def _entered(spec: TransitionSpec, source: str, dest: str) -> list[str]:

@@ -147,20 +147,37 @@ async def _perform(host: Host, step: Step) -> Any:
 
 
 async def _append_shielded(host: Host, step: AppendStep) -> AppendResult:
-    """Append; a cancelled caller waits for the append in flight (it may land), then gets
-    ``step.cancelled`` set (landed) or ``CancelledError`` (did not)."""
-    append_task = asyncio.ensure_future(perform_append(host.store, step))
+    """Append; a caller cancelled meanwhile waits for the append in flight (it may land),
+    then gets ``step.cancelled`` set (landed) or ``CancelledError`` (did not).
+
+    The store's coroutine is stepped here rather than wrapped in a task: each future it
+    yields (its I/O) is waited for with ``asyncio.shield``, so a cancellation reaches only
+    this wait, never the store's call; the call then runs to its end. That is what a task
+    plus ``shield`` would do, without the task and its extra event-loop step."""
+    calls = perform_append(host.store, step).__await__()
     cancelled = False
     while True:
         try:
-            result = await asyncio.shield(append_task)
+            waiting = calls.send(None)
+        except StopIteration as stop:
             step.cancelled = cancelled
+            result: AppendResult = stop.value
             return result
-        except asyncio.CancelledError:
-            if append_task.done():
-                raise
-            cancelled = True  # finish the in-flight append before giving up
         except BaseException as exc:
             if cancelled:
                 raise asyncio.CancelledError from exc
             raise
+        if waiting is None:  # a bare yield: give the loop one turn
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                cancelled = True
+            continue
+        waiting._asyncio_future_blocking = False
+        while not waiting.done():
+            try:
+                await asyncio.shield(waiting)
+            except asyncio.CancelledError:
+                cancelled = True  # finish the in-flight append, then give up
+            except BaseException:
+                pass  # the store's call sees the outcome when it resumes

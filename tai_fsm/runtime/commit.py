@@ -350,6 +350,7 @@ class Committer:
         context = dict(args.context) if args.context else {}
         context["definition_version"] = spec.version
         context["node"] = host.node_id
+        record_bytes = compact(orjson.dumps(record_data, option=_JSON_OPTIONS))
         event, record = build_event(
             event_id=host.new_event_id(),
             stream_id=instance.id,
@@ -366,8 +367,9 @@ class Committer:
             context=context,
             prev_hash=core.last_hash,
             from_clock=core.clock,
+            data_json=record_bytes,
         )
-        return event, record, compact(orjson.dumps(record_data, option=_JSON_OPTIONS))
+        return event, record, record_bytes
 
     # ------------------------------------------------------------------ after the commit
     def after_steps(

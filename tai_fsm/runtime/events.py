@@ -33,7 +33,7 @@ import orjson
 
 from tai_fsm.codec import compact
 from tai_fsm.records import ChangeMetadata, Event, StateSnapshot, VectorClock, construct_trusted
-from tai_fsm.runtime.hashing import compute_event_hash
+from tai_fsm.runtime.hashing import hash_hashed_part
 from tai_fsm.stores.recordcodec import stored_event_row
 
 __all__ = [
@@ -123,6 +123,7 @@ def build_event(
     record_context: dict[str, Any] | None = None,
     record_version: int | None = None,
     from_clock: VectorClock | None = None,
+    data_json: bytes | None = None,
 ) -> tuple[Event, StateSnapshot]:
     """The event at ``version`` of ``stream_id`` and the state record committed with it.
 
@@ -133,7 +134,8 @@ def build_event(
     ``reason`` / ``parent_version`` with ``record_context`` plus ``event_id``,
     ``event_hash`` and ``action``; its version is ``record_version`` (default: the event's
     version — they differ only where a seed record and its stream count separately).
-    ``from_clock``: ``from_state``'s clock as a record already (the runtime's last commit)."""
+    ``from_clock``: ``from_state``'s clock as a record already (the runtime's last commit);
+    ``data_json``: ``to_data`` encoded, when the caller has it (spares a size check)."""
     to_doc = snapshot_doc(stream_id, to_data, version, timestamp, clocks, to_metadata)
     causality = {"clocks": clocks}
     metadata = {
@@ -142,22 +144,22 @@ def build_event(
         "parent_version": parent_version,
         "context": context,
     }
-    document: dict[str, Any] = {
+    # What the hash covers (runtime.hashing: from_state only at version 1, never hash).
+    hashed: dict[str, Any] = {
         "id": event_id,
         "stream_id": stream_id,
         "version": version,
         "action": action,
-        "from_state": from_state,
         "to_state": to_doc,
         "payload": payload,
         "timestamp": timestamp,
         "causality": causality,
         "metadata": metadata,
         "prev_hash": prev_hash,
-        "hash": None,
     }
-    digest = compute_event_hash(document)
-    document["hash"] = digest
+    if version == 1:
+        hashed["from_state"] = from_state
+    digest = hash_hashed_part(hashed)
     # The stored row, in the shape recordcodec.encode_event gives it (from_state kept only
     # at version 1; to_state without what it shares with the event), encoded once.
     stored_to: dict[str, Any] = {"data": to_data}
@@ -178,6 +180,7 @@ def build_event(
     row = stored_event_row(
         stored, version, prior_data, has_prior=from_state is not None,
         what=f"event {event_id!r} ({stream_id}@{version})",
+        data_size=None if data_json is None else len(data_json),
     )
     record_doc = snapshot_doc(
         stream_id, to_data, version if record_version is None else record_version,
@@ -192,14 +195,20 @@ def build_event(
     )
     encoded_record = compact(orjson.dumps(record_doc, option=_JSON_OPTIONS))
     clock = construct_trusted(VectorClock, causality)
-    event_metadata = construct_trusted(ChangeMetadata, dict(metadata))
     prior = _snapshot_record(from_state, from_clock) if from_state is not None else None
     event = construct_trusted(Event, {
-        **document,
+        "id": event_id,
+        "stream_id": stream_id,
+        "version": version,
+        "action": action,
         "from_state": prior,
         "to_state": _snapshot_record(to_doc, clock),
+        "payload": payload,
+        "timestamp": timestamp,
         "causality": clock,
-        "metadata": event_metadata,
+        "metadata": construct_trusted(ChangeMetadata, dict(metadata)),
+        "prev_hash": prev_hash,
+        "hash": digest,
     })
     event._tai_stored = (stream_id, version, prior, row)
     record = construct_trusted(StateSnapshot, {

@@ -221,13 +221,22 @@ def encode_event(
 
 
 def stored_event_row(
-    document: dict[str, Any], version: int, prior_data: Any, *, has_prior: bool, what: str
+    document: dict[str, Any],
+    version: int,
+    prior_data: Any,
+    *,
+    has_prior: bool,
+    what: str,
+    data_size: int | None = None,
 ) -> bytes:
     """The sealed row of an event document already in stored shape (``from_state`` only
     where it is kept, ``to_state`` without what it shares with the event): a delta of
     ``to_state.data`` against ``prior_data`` where that pays (``has_prior`` and not an
-    anchor version), then one encoding and the seal. ``document`` is changed in place."""
-    if has_prior and version % FULL_EVERY != 1 % FULL_EVERY:
+    anchor version), then one encoding and the seal. ``document`` is changed in place.
+    ``data_size``: the encoded size of ``to_state.data`` when the caller knows it."""
+    if has_prior and version % FULL_EVERY != 1 % FULL_EVERY and (
+        data_size is None or data_size >= PATCH_MIN_BYTES
+    ):
         _delta(document, prior_data)
     return seal(codec.check_size(codec.dumps(document, what=what), what=what))
 
