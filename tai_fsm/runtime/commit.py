@@ -299,11 +299,11 @@ class Committer:
         SYNC.core = core
         try:
             payload = args.payload
-            outcome = self.compiled.fire(instance, args.name, loads(args.payload) if payload
-                                         else {})
+            empty = payload == b"{}"
+            outcome = self.compiled.fire(instance, args.name, {} if empty else loads(payload))
             new_data = encode_data(self.machine_cls, instance.data)[1]
             event, record, record_bytes = self._build(
-                instance, core, outcome, new_data, args, loads(payload) if payload else {}
+                instance, core, outcome, new_data, args, {} if empty else loads(payload)
             )
         except BaseException:
             restore(instance, core)
