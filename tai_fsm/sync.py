@@ -323,9 +323,33 @@ class Runtime:
         target = instance.machine if isinstance(instance, Instance) else instance
         self._call(self.runtime.snapshot(target))
 
-    def instances(self, *, governor: str | None = None) -> Iterator[str]:
-        """Ids of the instances (state records) in ``governor``."""
-        return self._iterate(self.runtime.instances(governor=governor))
+    def instance_ids(
+        self,
+        *,
+        machine: str | type[Machine] | None = None,
+        state: str | None = None,
+        governor: str | None = None,
+        batch_size: int | None = None,
+    ) -> Iterator[str]:
+        """Ids of the state records in ``governor`` (see ``tai_fsm.Runtime.instance_ids``)."""
+        return self._iterate(self.runtime.instance_ids(
+            machine=machine, state=state, governor=governor, batch_size=batch_size
+        ))
+
+    def instances(
+        self,
+        *,
+        machine: str | type[Machine] | None = None,
+        state: str | None = None,
+        governor: str | None = None,
+        batch_size: int | None = None,
+    ) -> Iterator[Any]:
+        """The live instances of ``machine`` and/or in ``state`` (see
+        ``tai_fsm.Runtime.instances``)."""
+        found = self._iterate(self.runtime.instances(
+            machine=machine, state=state, governor=governor, batch_size=batch_size
+        ))
+        return (self._instance(instance) for instance in found)
 
 
 def _make_runtime(

@@ -65,7 +65,9 @@ def test_instances_are_the_machine_class_and_trigger_returns_the_event(url: str)
         assert isinstance(again, Counter) and again.version == 2
         assert [e.action for e in rt.history("c-1")] == [CREATE_ACTION, "increment"]
         assert rt.state_at("c-1", version=1).data == {}
-        assert list(rt.instances()) == ["c-1"]
+        assert list(rt.instance_ids()) == ["c-1"]
+        [listed] = rt.instances(machine="counter", state="counting")
+        assert isinstance(listed, Counter) and listed.version == 2
         assert rt.verify("c-1").ok and [r.ok for r in rt.verify_all()] == [True]
         ctr.trigger("stop")
         assert ctr.is_final

@@ -166,7 +166,7 @@ def _cli_send(db: Path, op: tuple[Any, ...]) -> None:
 
 async def _check_everything_readable(db: Path) -> None:
     async with Runtime(SQLiteStore(db), ALL, node_id="check") as rt:
-        async for instance_id in rt.instances():
+        async for instance_id in rt.instance_ids():
             live = await rt.get(instance_id)
             versions = [e.version async for e in rt.history(instance_id)]
             assert versions == list(range(1, live.version + 1))
