@@ -5,10 +5,13 @@ switches it to WAL and checks its schema (:mod:`tai_fsm.stores.sqlite_schema`) �
 milliseconds of blocking I/O in the constructor, so a bad path or a file from a newer tai-fsm
 fails at once. After that every call runs on one dedicated worker thread that owns the
 connection (:mod:`tai_fsm.stores.sqlite_worker`), so the event loop never blocks on disk;
-calls run in submission order. Writes that queue up while the worker is busy share one
-transaction and one fsync (group commit), each in its own savepoint, so concurrent
-instances commit far faster than one fsync each; no call returns before its write is
-committed. A caller cancelled while its write is queued or running may still see that write
+calls run in submission order. The writes of one event-loop turn are handed to the worker
+as one batch, and writes that queue up while the worker is busy share one transaction and
+one fsync (group commit) — checked one by one, written together, a failing one alone left
+out — so concurrent instances commit far faster than one fsync each; no call returns
+before its write is committed. Blocking code uses
+:class:`~tai_fsm.stores.sqlite_blocking.BlockingSQLiteStore` (the same store, run on the
+calling thread). A caller cancelled while its write is queued or running may still see that write
 land: retry it (``append_events`` recognises its own event ids).
 
 Durability: ``synchronous="FULL"`` (default) makes every commit durable on return (WAL is
