@@ -52,7 +52,7 @@ def construct_trusted(cls: type[ModelT], fields: dict[str, Any]) -> ModelT:
     UTC. ``fields`` becomes the instance's storage: do not mutate it afterwards."""
     instance = _new(cls)
     _set(instance, "__dict__", fields)
-    _set(instance, "__pydantic_fields_set__", set(fields))
+    _set(instance, "__pydantic_fields_set__", set(fields))  # its own: copies update theirs
     _set(instance, "__pydantic_extra__", None)
     private = cls.__private_attributes__
     _set(instance, "__pydantic_private__", dict.fromkeys(private) if private else None)

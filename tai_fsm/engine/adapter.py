@@ -16,6 +16,7 @@ stores. The runtime snapshots and restores the instance around it.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,8 +135,10 @@ def _expose_payload(event_data: EventData) -> None:
 
 
 class CompiledMachine:
-    """A machine class bound to ``transitions``. Build once per class; thread-unsafe (the
-    runtime fires on one event loop thread)."""
+    """A machine class bound to ``transitions``. Build once per class. Safe to fire from
+    several threads (the blocking runtime) on different instances: a flat machine keeps
+    no state between calls, and a nested one (whose ``transitions`` machine keeps a stack
+    of scopes while it fires) fires under a lock."""
 
     def __init__(self, machine_cls: type[Machine]) -> None:
         spec = getattr(machine_cls, "spec", None)
@@ -165,6 +168,7 @@ class CompiledMachine:
         )
         #: the flat machine's Transition objects -> their spec
         self._spec_of: dict[int, TransitionSpec] = {}
+        self._nested_lock = threading.RLock()
         # "*" means every non-final leaf state (`transitions` would include final states).
         not_final = spec.wildcard_sources()
         for transition in spec.transitions:
@@ -233,7 +237,7 @@ class CompiledMachine:
             if isinstance(machine, _TaiNestedMachine):
                 event_data = NestedEventData(None, None, machine, instance, (), payload)
                 event_data.result = None
-                with machine():
+                with self._nested_lock, machine():
                     executed = machine._trigger_event_nested(event_data, trigger, None)
                 executed = machine._check_event_result(executed, instance, trigger)
             else:
@@ -292,6 +296,9 @@ class CompiledMachine:
         Conditions are evaluated (they must be side-effect free); state is not changed."""
         if trigger not in self._machine.events or instance.state in self._final_states:
             return False
+        if self.nested:
+            with self._nested_lock:
+                return bool(self._machine._can_trigger(instance, trigger))
         return bool(self._machine._can_trigger(instance, trigger))
 
     def available_triggers(self, state: str) -> list[str]:

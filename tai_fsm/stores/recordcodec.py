@@ -238,7 +238,11 @@ def stored_event_row(
         data_size is None or data_size >= PATCH_MIN_BYTES
     ):
         _delta(document, prior_data)
-    return seal(codec.check_size(codec.dumps(document, what=what), what=what))
+    try:  # sealed straight from orjson's buffer: seal() makes the one exact-size copy
+        raw = orjson.dumps(document, option=_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise SerializationError(f"{what} is not JSON-serialisable: {exc}") from None
+    return seal(codec.check_size(raw, what=what))
 
 
 def encode_event_document(document: dict[str, Any], what: str) -> bytes:
