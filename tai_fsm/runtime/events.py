@@ -210,11 +210,11 @@ def build_event(
         "prev_hash": prev_hash,
         "hash": digest,
     })
-    event._tai_stored = (stream_id, version, prior, row)
+    event.__pydantic_private__["_tai_stored"] = (stream_id, version, prior, row)  # type: ignore[index]
     record = construct_trusted(StateSnapshot, {
         **record_doc,
         "metadata": construct_trusted(ChangeMetadata, record_doc["metadata"]),
         "causality": clock,
     })
-    record._tai_json = encoded_record
+    record.__pydantic_private__["_tai_json"] = encoded_record  # type: ignore[index]
     return event, record
