@@ -50,13 +50,17 @@ def construct_trusted(cls: type[ModelT], fields: dict[str, Any]) -> ModelT:
     For hot paths that assembled ``fields`` from already-validated parts only: every field
     present, of the declared type (nested records as record instances), timestamps aware
     UTC. ``fields`` becomes the instance's storage: do not mutate it afterwards."""
-    instance = cls.__new__(cls)
-    object.__setattr__(instance, "__dict__", fields)
-    object.__setattr__(instance, "__pydantic_fields_set__", set(fields))
-    object.__setattr__(instance, "__pydantic_extra__", None)
-    private = {name: None for name in cls.__private_attributes__} or None
-    object.__setattr__(instance, "__pydantic_private__", private)
+    instance = _new(cls)
+    _set(instance, "__dict__", fields)
+    _set(instance, "__pydantic_fields_set__", set(fields))  # its own: copies update theirs
+    _set(instance, "__pydantic_extra__", None)
+    private = cls.__private_attributes__
+    _set(instance, "__pydantic_private__", dict.fromkeys(private) if private else None)
     return instance
+
+
+_new = object.__new__
+_set = object.__setattr__
 
 
 def utc_now() -> datetime:
@@ -93,6 +97,9 @@ class _EncodedRecord(_Record):
     Equality ignores the cache; any ``model_copy`` drops it."""
 
     _tai_json: bytes | None = PrivateAttr(default=None)
+    #: The exact stored row a store writes for this record, with the key it was built for
+    #: (see ``stores.recordcodec.encode_event``); set only by the runtime's event builder.
+    _tai_stored: tuple[Any, ...] | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -104,6 +111,7 @@ class _EncodedRecord(_Record):
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         copied = super().model_copy(update=update, deep=deep)
         copied._tai_json = None
+        copied._tai_stored = None
         return copied
 
 

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from tai_fsm.errors import InvalidInput, TaiFsmError
 
-__all__ = ["RetryPolicy", "give_up", "retry_async", "retry_sync"]
+__all__ = ["RetryPolicy", "give_up", "next_wait", "retry_async", "retry_sync"]
 
 T = TypeVar("T")
 
@@ -89,10 +89,12 @@ def give_up(error: TaiFsmError, attempts: int, started: float) -> TaiFsmError:
     return error
 
 
-def _next_wait(
+def next_wait(
     policy: RetryPolicy, error: TaiFsmError, attempt: int, started: float
 ) -> float | None:
-    """The wait before the next attempt, or None to give up."""
+    """The wait before attempt ``attempt + 1`` (0-based ``attempt`` just failed with
+    ``error``; ``started``: ``time.monotonic()`` before the first), or None to give up —
+    for retry loops that cannot be a callable (the runtime's sans-I/O commit protocol)."""
     if attempt + 1 >= policy.max_attempts or not policy.should_retry(error):
         return None
     wait = policy.delay(error, attempt)
@@ -114,7 +116,7 @@ async def retry_async(
         try:
             return await fn()
         except TaiFsmError as exc:
-            wait = _next_wait(policy, exc, attempt, started)
+            wait = next_wait(policy, exc, attempt, started)
             if wait is None:
                 raise give_up(exc, attempt + 1, started)  # noqa: B904 - the error itself
             attempt += 1
@@ -136,7 +138,7 @@ def retry_sync(
         try:
             return fn()
         except TaiFsmError as exc:
-            wait = _next_wait(policy, exc, attempt, started)
+            wait = next_wait(policy, exc, attempt, started)
             if wait is None:
                 raise give_up(exc, attempt + 1, started)  # noqa: B904 - the error itself
             attempt += 1

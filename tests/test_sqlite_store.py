@@ -609,3 +609,32 @@ def test_a_store_on_a_read_only_medium_can_be_read(tmp_path: Path) -> None:
         assert caught.value.condition in ("read_only", "cannot_open")
     finally:
         subprocess.run(["umount", str(mounted)], check=False)
+
+
+async def test_a_batched_group_decides_each_commit_alone(tmp_path: Path) -> None:
+    """A group of commits on distinct streams is checked first and written at once (no
+    savepoints): a conflict and a landed retry get their own outcomes; two commits on one
+    stream in one group fall back to a savepoint each."""
+    async with SQLiteStore(tmp_path / "batched.db") as store:
+        landed = _event("again", 1)
+        await store.append_events(GOV, "again", [landed], expected_version=0)
+        await store.append_events(GOV, "taken", [_event("taken", 1)], expected_version=0)
+        results = await asyncio.gather(
+            *(store.append_events(GOV, f"b{n}", [_event(f"b{n}", 1)], expected_version=0,
+                                  state=StateSnapshot(id=f"b{n}", data=n)) for n in range(30)),
+            store.append_events(GOV, "taken", [_event("taken", 7)], expected_version=0),
+            store.append_events(GOV, "again", [landed], expected_version=0),
+            return_exceptions=True,
+        )
+        assert [r.version for r in results[:30]] == [1] * 30  # type: ignore[union-attr]
+        assert isinstance(results[30], VersionConflict)
+        assert results[31].already_applied  # type: ignore[union-attr]
+        for n in range(30):
+            assert (await store.read_state(GOV, f"b{n}")).snapshot.data == n
+        same = await asyncio.gather(
+            store.append_events(GOV, "same", [_event("same", 1)], expected_version=0),
+            store.append_events(GOV, "same", [_event("same", 2)], expected_version=0),
+            return_exceptions=True,
+        )
+        assert sorted(type(r).__name__ for r in same) == ["AppendResult", "VersionConflict"]
+        assert await store.stream_version(GOV, "same") == 1

@@ -16,6 +16,7 @@ stores. The runtime snapshots and restores the instance around it.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,8 +137,10 @@ def _expose_payload(event_data: EventData) -> None:
 
 
 class CompiledMachine:
-    """A machine class bound to ``transitions``. Build once per class; thread-unsafe (the
-    runtime fires on one event loop thread)."""
+    """A machine class bound to ``transitions``. Build once per class. Safe to fire from
+    several threads (the blocking runtime) on different instances: a flat machine keeps
+    no state between calls, and a nested one (whose ``transitions`` machine keeps a stack
+    of scopes while it fires) fires under a lock."""
 
     def __init__(
         self, machine_cls: type[Machine], listeners: list[Any] | None = None
@@ -160,6 +163,9 @@ class CompiledMachine:
         self._class_listeners: list[Any] = []
         self.nested = any(state.children for state in spec.states)
         factory = _TaiNestedMachine if self.nested else _TaiFlatMachine
+        # The flat path finds the transition's spec itself; the payload is exposed by
+        # prepare_event on every path (``may_fire`` evaluates guards through transitions'
+        # own ``_can_trigger``, which only sees it that way).
         self._machine = factory(
             model=None,
             states=[_state_config(s) for s in spec.states],
@@ -172,6 +178,9 @@ class CompiledMachine:
             after_state_change=[self._after_transition],
             name=spec.name,
         )
+        #: the flat machine's Transition objects -> their spec
+        self._spec_of: dict[int, TransitionSpec] = {}
+        self._nested_lock = threading.RLock()
         # "*" means every non-final leaf state (`transitions` would include final states).
         not_final = spec.wildcard_sources()
         for transition in spec.transitions:
@@ -187,8 +196,12 @@ class CompiledMachine:
                 unless=list(transition.unless),
                 before=list(transition.before),
                 after=list(transition.after),
-                prepare=[_mark_spec(transition)],
+                prepare=[_mark_spec(transition)] if self.nested else [],
             )
+            if not self.nested:
+                for added in self._machine.events[transition.trigger].transitions.values():
+                    for trans in added:
+                        self._spec_of.setdefault(id(trans), transition)
         self.initial_state = self._resolve_initial(spec.initial)
         #: Trigger names the machine declares (an unknown one is never ignored).
         self.known_triggers = frozenset(spec.triggers())
@@ -198,6 +211,7 @@ class CompiledMachine:
         self._final_states = frozenset(p for p, s in states if s is not None and s.final)
         self._triggers_by_state: dict[str, list[str]] = {}
         self._post_commit_cache: dict[tuple[TransitionSpec, tuple[str, ...]], list[str]] = {}
+        self._entered_cache: dict[tuple[TransitionSpec, str, str], list[str]] = {}
 
     def active_listeners(self) -> list[Any]:
         """Class listeners (base classes first), then runtime listeners. Cached until a
@@ -261,16 +275,19 @@ class CompiledMachine:
             if isinstance(machine, _TaiNestedMachine):
                 event_data = NestedEventData(None, None, machine, instance, (), payload)
                 event_data.result = None
-                with machine():
+                with self._nested_lock, machine():
                     executed = machine._trigger_event_nested(event_data, trigger, None)
                 executed = machine._check_event_result(executed, instance, trigger)
             else:
                 event = machine.events[trigger]
                 event_data = EventData(None, event, machine, instance, (), payload)
+                event_data.payload = payload  # type: ignore[attr-defined]
                 event_data.state = machine.get_model_state(instance)
                 executed = event._is_valid_source(event_data.state) and (
                     event._process(event_data) or event_data.result
                 )
+                if executed:
+                    setattr(event_data, _SPEC_ATTR, self._spec_of[id(event_data.transition)])
         except MachineError as exc:
             raise TransitionNotAllowed(
                 f"{self.spec.name}: trigger {trigger!r} is not allowed from state {source!r}",
@@ -289,13 +306,11 @@ class CompiledMachine:
             )
         spec = getattr(event_data, _SPEC_ATTR)
         dest = instance.state
-        return FireOutcome(
-            trigger=trigger,
-            source=source,
-            dest=dest,
-            transition=spec,
-            entered=self._entered(spec, source, dest),
-        )
+        key = (spec, source, dest)
+        entered = self._entered_cache.get(key)
+        if entered is None:
+            entered = self._entered_cache[key] = self._entered(spec, source, dest)
+        return FireOutcome(trigger, source, dest, spec, entered)
 
     @staticmethod
     def _entered(spec: TransitionSpec, source: str, dest: str) -> list[str]:
@@ -322,6 +337,9 @@ class CompiledMachine:
         a copy: the runtime does, see ``runtime.guards``); state is not changed."""
         if trigger not in self._machine.events or instance.state in self._final_states:
             return False
+        if self.nested:
+            with self._nested_lock:
+                return bool(self._machine._can_trigger(instance, trigger, **(payload or {})))
         return bool(self._machine._can_trigger(instance, trigger, **(payload or {})))
 
     def available_triggers(self, state: str) -> list[str]:

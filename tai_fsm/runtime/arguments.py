@@ -205,6 +205,11 @@ def trigger_args(
     name_: object, actor: object, reason: object, context: object, payload: object
 ) -> TriggerArgs:
     """Check the arguments of ``Instance.trigger`` (see the module docstring)."""
+    if (
+        actor is None and reason is None and context is None and payload is None
+        and type(name_) is str and name_.isascii() and 0 < len(name_) <= MAX_NAME_BYTES
+    ):  # the common call, trigger("name"): nothing else to check
+        return TriggerArgs(name_, None, None, {}, _EMPTY)
     return TriggerArgs(
         name=name(name_, "trigger"),
         actor=text(actor, "actor"),

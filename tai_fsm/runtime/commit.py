@@ -3,11 +3,19 @@
 
 ``Committer`` is the ``InstanceBinding`` the runtime attaches to every live instance of one
 machine class; it commits through a :class:`~tai_fsm.runtime.host.Host` (the store, retry
-budgets, event ids, background work) and never sees the ``Runtime`` itself. Guarantees, per
-instance:
+budgets, event ids, background work) and never sees the ``Runtime`` itself.
+
+The protocol is sans-I/O, written once: :meth:`Committer.commit_steps`,
+:meth:`Committer.append_steps` and :meth:`Committer.after_steps` are generators that fire,
+build and decide in memory and *yield* a step (:mod:`tai_fsm.runtime.steps`) whenever they
+need the store, a backoff wait, an async hook or a queued trigger. A driver performs the
+steps: :class:`AsyncCommitter` on the event loop (the async ``Runtime``),
+:class:`~tai_fsm.runtime.blocking.BlockingCommitter` on the caller's thread (the blocking
+``tai_fsm.sync.Runtime``). Guarantees, per instance, under both:
 
 * every argument is checked before anything runs (:mod:`tai_fsm.runtime.arguments`);
-* triggers on one instance object are serialised (an ``asyncio.Lock``);
+* triggers on one instance object are serialised (an ``asyncio.Lock``; a
+  ``threading.Lock`` under the blocking runtime);
 * a trigger either commits exactly one event (version = old + 1, appended together with the
   state record, expected_version = old) or leaves the instance exactly as it was;
 * the data the callbacks leave must be JSON-native (``runtime.codec.encode_data``): the live
@@ -24,17 +32,19 @@ instance:
 * a trigger fired from a synchronous callback or hook is queued and committed as its own
   event after the current one; an async hook may await its triggers directly;
 * a caller cancelled while its append is in flight does not cancel the append: if it lands,
-  the instance adopts it and the post-commit hooks run in the background;
+  the instance adopts it and the post-commit hooks run in the background (a store whose
+  calls complete without suspending — the memory store — cannot be interrupted mid-append,
+  so it is awaited directly);
 * the committed state is kept encoded, and every attempt gets a fresh copy of the payload:
   nothing a callback, hook or caller mutates leaks into a later commit.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,31 +60,43 @@ from tai_fsm.errors import (
     VersionConflict,
 )
 from tai_fsm.records import AppendResult, Event, StateSnapshot, StoredState, utc_now
-from tai_fsm.retry import retry_async
+from tai_fsm.retry import give_up, next_wait
 from tai_fsm.runtime import arguments, listeners
 from tai_fsm.runtime.arguments import TriggerArgs
 from tai_fsm.runtime.codec import data_from_json, encode_data, next_timers, record_parts
 from tai_fsm.runtime.core import SYNC, InstanceCore, Queued, cancel, core_of, restore
 from tai_fsm.runtime.events import DEFAULT_METADATA, build_event, snapshot_doc
-from tai_fsm.runtime.guards import head_event, ignored, may_fire
+from tai_fsm.runtime.guards import ignored, may_fire
 from tai_fsm.runtime.host import Host
+from tai_fsm.runtime.steps import (
+    AppendStep,
+    AwaitStep,
+    ReadStep,
+    SleepStep,
+    Step,
+    TriggerStep,
+)
+from tai_fsm.stores.base import Store
+from tai_fsm.stores.ops import Append, CommitResult, Op
 
-__all__ = ["Committer", "InstanceCore", "append", "core_of", "restore"]
+__all__ = [
+    "Committer",
+    "Fired",
+    "InstanceCore",
+    "append_ops",
+    "append_steps",
+    "core_of",
+    "drain_steps",
+    "restore",
+]
 
 log = logging.getLogger("tai_fsm.runtime")
 
 _JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 
 
-async def append(
-    host: Host,
-    governor: str,
-    event: Event,
-    record: StateSnapshot,
-    expected_version: int,
-    token: str | None,
-) -> AppendResult:
-    """Append ``event`` with its state ``record`` at ``expected_version``. Transient store
+def append_steps(host: Host, step: AppendStep) -> Generator[Step, Any, AppendResult]:
+    """Append ``step.event`` with its state record at ``step.expected``. Transient store
     errors are retried (``host.transient_policy``) reusing the same event id: a first attempt
     that did land is recognised by the store, never duplicated. ``VersionConflict`` and
     permanent errors propagate; giving up says how many attempts were made.
@@ -82,37 +104,25 @@ async def append(
     The event's ``from_state`` is exactly the stream's ``to_state`` at ``expected_version``
     (the instance's last commit), so it goes along as ``prior``: the store may keep a large
     record as a delta against it."""
-    store = host.store
-
-    async def attempt() -> AppendResult:
-        return await store.append_events(
-            governor,
-            event.stream_id,
-            [event],
-            expected_version=expected_version,
-            state=record,
-            token=token,
-            prior=event.from_state,
-        )
-
-    def warn(attempt_no: int, error: TaiFsmError, wait: float) -> None:
-        log.warning("append to %s/%s v%d failed (%s); retry %d in %.3fs",
-                    governor, event.stream_id, event.version, error, attempt_no, wait)
-
-    return await retry_async(attempt, host.transient_policy, on_retry=warn)
-
-
-class _Stop(Exception):
-    """Carries an error out of the conflict-retry loop untouched (only conflicts are the
-    loop's to retry and annotate; a transient error was already retried by ``append``)."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__()
-        self.error = error
+    policy = host.transient_policy
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        try:
+            result: AppendResult = yield step
+            return result
+        except TaiFsmError as exc:
+            wait = next_wait(policy, exc, attempt, started)
+            if wait is None:
+                raise give_up(exc, attempt + 1, started)  # noqa: B904 - the error itself
+            attempt += 1
+            log.warning("append to %s/%s v%d failed (%s); retry %d in %.3fs", step.governor,
+                        step.event.stream_id, step.event.version, exc, attempt, wait)
+        yield SleepStep(wait)
 
 
 @dataclass(slots=True)
-class _Fired:
+class Fired:
     outcome: FireOutcome
     event: Event
     record: StateSnapshot
@@ -121,7 +131,8 @@ class _Fired:
 
 
 class Committer:
-    """The runtime's binding for one machine class (see module docstring)."""
+    """The runtime's binding for one machine class (see module docstring): the protocol,
+    written once; a subclass drives it (:class:`AsyncCommitter`, ``BlockingCommitter``)."""
 
     def __init__(self, host: Host, compiled: CompiledMachine) -> None:
         self.host = host
@@ -162,16 +173,16 @@ class Committer:
         reason: str | None,
         context: dict[str, Any] | None,
         payload: dict[str, Any] | None,
-    ) -> Awaitable[Event]:
+    ) -> Any:
         active = SYNC.core
         if active is not None:
             # fired from a synchronous callback or hook: checked now, committed later
             arguments.trigger_args(name, actor, reason, context, payload)
             kwargs = {"actor": actor, "reason": reason, "context": context, "payload": payload}
-            future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+            future = self.new_future()
             active.queue.append(Queued(instance, name, kwargs, future))
             return future
-        return self._trigger(instance, name, actor, reason, context, payload)
+        return self.run_trigger(instance, name, actor, reason, context, payload)
 
     def may_trigger(
         self, instance: Machine, name: str, payload: dict[str, Any] | None = None
@@ -182,8 +193,12 @@ class Committer:
     def available_triggers(self, instance: Machine) -> list[str]:
         return self.compiled.available_triggers(instance.state)
 
-    # ------------------------------------------------------------------ the commit
-    async def _trigger(
+    # ------------------------------------------------------------------ driver hooks
+    def new_future(self) -> Any:
+        """The future a trigger queued from a callback returns (driver-specific)."""
+        raise NotImplementedError
+
+    def run_trigger(
         self,
         instance: Machine,
         name: object,
@@ -191,130 +206,106 @@ class Committer:
         reason: object,
         context: object,
         payload: object,
-    ) -> Event:
-        args = arguments.trigger_args(name, actor, reason, context, payload)
+    ) -> Any:
+        """Run the protocol for one trigger (driver-specific: a coroutine, or the Event)."""
+        raise NotImplementedError
+
+    def _begin(self, instance: Machine, args: tuple[object, ...]) -> tuple[TriggerArgs,
+                                                                          InstanceCore]:
+        checked = arguments.trigger_args(*args)
         core = core_of(instance)
         if self.host.closed:
             raise TaiFsmError(
                 f"the Runtime hosting {instance!r} is closed; open a new one to trigger"
             )
-        async with core.get_lock():
-            try:
-                fired, cancelled = await self._commit(instance, core, args)
-            except TransitionNotAllowed as exc:
-                if ignored(self.compiled, instance, args.name, exc):  # nothing to commit
-                    return await head_event(self.host.store, instance, core.version)
-                listeners.on_exception(self.compiled, instance, args.name, exc)
-                raise
-            except Exception as exc:  # nothing committed: tell the listeners, re-raise
-                listeners.on_exception(self.compiled, instance, args.name, exc)
-                raise
-        if cancelled:
-            # The caller was cancelled while the append was in flight and the event landed:
-            # the instance reflects it, and its post-commit hooks still run (in background).
-            self.host.spawn(self._after_commit(instance, core, fired, args.name))
-            raise asyncio.CancelledError
-        return await self._after_commit(instance, core, fired, args.name)
+        return checked, core
 
-    async def _after_commit(
-        self, instance: Machine, core: InstanceCore, fired: _Fired, name: str
-    ) -> Event:
-        event = fired.event
-        errors = await self._run_post_commit(instance, core, fired.outcome, event, fired.queued)
-        errors += await listeners.after_commit(self.compiled, instance, event)
-        await self._drain(fired.queued)
-        if errors:
-            raise PostCommitHookFailed(
-                f"{self.compiled.spec.name} {instance.id!r} v{event.version}: the transition "
-                f"{name!r} is committed, but {len(errors)} post-commit hook(s) failed: "
-                + "; ".join(f"{type(e).__name__}: {e}" for e in errors),
-                event=event,
-                errors=errors,
-            )
-        return event
+    async def append(
+        self, governor: str, event: Event, record: StateSnapshot, expected: int,
+        token: str | None,
+    ) -> AppendResult:
+        """Append a built event (``Runtime.create``) through :func:`append_steps`
+        (driver-specific)."""
+        raise NotImplementedError
 
-    async def _commit(
+    def refused(self, instance: Machine, name: str, error: Exception) -> bool:
+        """A trigger failed before anything was committed: True when it is an invalid
+        trigger this machine ignores (``ignore_invalid_triggers``: the caller gets the
+        head event); otherwise the listeners' ``on_exception`` hear of it."""
+        if isinstance(error, TransitionNotAllowed) and ignored(
+            self.compiled, instance, name, error
+        ):
+            return True
+        listeners.on_exception(self.compiled, instance, name, error)
+        return False
+
+    def _hookless(self, fired: Fired) -> bool:
+        """True when nothing runs after the commit (no hook, no queued trigger)."""
+        return (
+            not fired.queued
+            and not self.compiled.post_commit_hooks(fired.outcome)
+            and not listeners.has_after_commit(self.compiled)
+        )
+
+    # ------------------------------------------------------------------ the protocol
+    def commit_steps(
         self, instance: Machine, core: InstanceCore, args: TriggerArgs
-    ) -> tuple[_Fired, bool]:
+    ) -> Generator[Step, Any, tuple[Fired, bool]]:
         """Fire, build and append; on a conflict catch up and re-run after a full-jitter
         backoff (``host.conflict_policy``; each attempt on a fresh copy of the payload).
-        Returns ``cancelled=True`` when the caller was cancelled while the append was in
-        flight and the append then landed (the instance adopts it)."""
+        Returns ``(fired, cancelled)``: ``cancelled`` when the caller was let go while the
+        append was in flight and the append then landed (the instance adopts it)."""
         host = self.host
-        stale = False
-        landed: list[tuple[_Fired, bool]] = []
-
-        async def attempt() -> None:
-            nonlocal stale
+        policy = host.conflict_policy
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            fired = self._fire(instance, core, args)
+            step = AppendStep(
+                instance.governor, fired.event, fired.record, core.version, core.token
+            )
             try:
-                if stale:
-                    await self._catch_up(instance, core)
-                    stale = False
-                fired = self._fire(instance, core, args)
-            except BaseException as exc:
-                raise _Stop(exc) from None
-            try:
-                result, cancelled = await self._append_shielded(instance, core, fired)
+                result = yield from append_steps(host, step)
             except VersionConflict as exc:
                 restore(instance, core)
                 cancel(fired.queued)
-                stale = True
-                if exc.is_permanent():
-                    raise _Stop(exc) from None
-                raise  # retried by the policy, after its backoff
-            except BaseException as exc:
+                wait = next_wait(policy, exc, attempt, started)
+                if wait is None:
+                    raise give_up(exc, attempt + 1, started)  # noqa: B904 - the error itself
+                attempt += 1
+                log.debug("trigger %r on %s/%s conflicted (%s); retry %d in %.3fs",
+                          args.name, instance.governor, instance.id, exc, attempt, wait)
+            except BaseException:
                 restore(instance, core)
                 cancel(fired.queued)
-                raise _Stop(exc) from None
-            core.load_committed(fired.record, fired.record_bytes, fired.event.version,
-                                result.token)
-            instance.version = fired.event.version
-            host.after_commit(instance.governor, fired.record, self.compiled.spec)
-            landed.append((fired, cancelled))
+                raise
+            else:
+                core.load_committed(fired.record, fired.record_bytes, fired.event.version,
+                                    result.token)
+                instance.version = fired.event.version
+                host.after_commit(instance.governor, fired.record, self.compiled.spec)
+                return fired, step.cancelled
+            yield SleepStep(wait)
+            yield from self.catch_up_steps(instance, core)
 
-        def note(attempt_no: int, error: TaiFsmError, wait: float) -> None:
-            log.debug("trigger %r on %s/%s conflicted (%s); retry %d in %.3fs",
-                      args.name, instance.governor, instance.id, error, attempt_no, wait)
-
-        error: BaseException | None = None
-        try:
-            await retry_async(attempt, host.conflict_policy, on_retry=note)
-        except _Stop as stop:
-            error = stop.error
-        if error is not None:
-            raise error
-        return landed[0]
-
-    async def _append_shielded(
-        self, instance: Machine, core: InstanceCore, fired: _Fired
-    ) -> tuple[AppendResult, bool]:
-        """Append ``fired``; a cancelled caller waits for the append in flight (it may
-        land), then gets ``cancelled=True`` (landed) or ``CancelledError`` (did not)."""
-        append_task = asyncio.ensure_future(append(
-            self.host, instance.governor, fired.event, fired.record, core.version, core.token
-        ))
-        cancelled = False
+    def _read_steps(self, instance: Machine) -> Generator[Step, Any, StoredState]:
+        """Read ``instance``'s state record, transient errors retried."""
+        policy = self.host.transient_policy
+        started = time.monotonic()
+        attempt = 0
         while True:
             try:
-                result = await asyncio.shield(append_task)
-                return result, cancelled
-            except asyncio.CancelledError:
-                if append_task.done():
-                    raise
-                cancelled = True  # finish the in-flight append before giving up
-            except BaseException as exc:
-                if cancelled:
-                    raise asyncio.CancelledError from exc
-                raise
+                stored: StoredState = yield ReadStep(instance.governor, instance.id)
+                return stored
+            except TaiFsmError as exc:
+                wait = next_wait(policy, exc, attempt, started)
+                if wait is None:
+                    raise give_up(exc, attempt + 1, started)  # noqa: B904 - the error itself
+                attempt += 1
+            yield SleepStep(wait)
 
-    async def _catch_up(self, instance: Machine, core: InstanceCore) -> None:
+    def _caught_up(self, instance: Machine, core: InstanceCore, stored: StoredState) -> None:
         """Reload ``instance`` from its stored state record after a conflict."""
-        store = self.host.store
-
-        async def read() -> StoredState:
-            return await store.read_state(instance.governor, instance.id)
-
-        stored = await retry_async(read, self.host.transient_policy)
         machine_name, _state, _data, _ = record_parts(instance.id, stored.snapshot.data)
         if machine_name != instance.spec.name:
             raise TaiFsmError(
@@ -323,17 +314,19 @@ class Committer:
         core.load(stored)
         restore(instance, core)
 
-    def _fire(self, instance: Machine, core: InstanceCore, args: TriggerArgs) -> _Fired:
+    def _fire(self, instance: Machine, core: InstanceCore, args: TriggerArgs) -> Fired:
         """Run the transition in memory and build the event + new record; on any error
         restore the instance and drop triggers queued by its callbacks. Callbacks get their
         own copy of the payload; the event records the payload as the caller sent it."""
         start = len(core.queue)
         SYNC.core = core
         try:
-            outcome = self.compiled.fire(instance, args.name, loads(args.payload))
+            payload = args.payload
+            empty = payload == b"{}"
+            outcome = self.compiled.fire(instance, args.name, {} if empty else loads(payload))
             new_data = encode_data(self.machine_cls, instance.data)[1]
             event, record, record_bytes = self._build(
-                instance, core, outcome, new_data, args, loads(args.payload)
+                instance, core, outcome, new_data, args, {} if empty else loads(payload)
             )
         except BaseException:
             restore(instance, core)
@@ -343,8 +336,9 @@ class Committer:
         finally:
             SYNC.core = None
         queued = core.queue[start:]
-        del core.queue[start:]
-        return _Fired(outcome, event, record, record_bytes, queued)
+        if queued:
+            del core.queue[start:]
+        return Fired(outcome, event, record, record_bytes, queued)
 
     def _build(
         self,
@@ -376,6 +370,10 @@ class Committer:
             instance.id, previous, core.version, core.timestamp, core.clock.clocks,
             DEFAULT_METADATA,
         )
+        context = dict(args.context) if args.context else {}
+        context["definition_version"] = spec.version
+        context["node"] = host.node_id
+        record_bytes = compact(orjson.dumps(record_data, option=_JSON_OPTIONS))
         event, record = build_event(
             event_id=host.new_event_id(),
             stream_id=instance.id,
@@ -389,26 +387,46 @@ class Committer:
             changed_by=args.actor or host.node_id,
             reason=args.reason or "",
             parent_version=core.version,
-            context={**args.context, "definition_version": spec.version,
-                     "node": host.node_id},
+            context=context,
             prev_hash=core.last_hash,
+            from_clock=core.clock,
+            data_json=record_bytes,
         )
-        return event, record, compact(orjson.dumps(record_data, option=_JSON_OPTIONS))
+        return event, record, record_bytes
 
     # ------------------------------------------------------------------ after the commit
-    async def _run_post_commit(
+    def after_steps(
+        self, instance: Machine, core: InstanceCore, fired: Fired, name: str
+    ) -> Generator[Step, Any, Event]:
+        """Post-commit hooks, then the triggers queued by callbacks and hooks (each its own
+        event, in order); ``PostCommitHookFailed`` if a hook raised (the event stays)."""
+        event = fired.event
+        errors = yield from self.hook_steps(instance, core, fired.outcome, event, fired.queued)
+        if listeners.has_after_commit(self.compiled):
+            errors += yield AwaitStep(listeners.after_commit(self.compiled, instance, event))
+        yield from drain_steps(fired.queued)
+        if errors:
+            raise PostCommitHookFailed(
+                f"{self.compiled.spec.name} {instance.id!r} v{event.version}: the transition "
+                f"{name!r} is committed, but {len(errors)} post-commit hook(s) failed: "
+                + "; ".join(f"{type(e).__name__}: {e}" for e in errors),
+                event=event,
+                errors=errors,
+            )
+        return event
+
+    def hook_steps(
         self,
         instance: Machine,
         core: InstanceCore,
         outcome: FireOutcome,
         event: Event,
         queued: list[Queued],
-    ) -> list[BaseException]:
-        hooks = self.compiled.post_commit_hooks(outcome)
-        if not hooks:
-            return []
+    ) -> Generator[Step, Any, list[BaseException]]:
+        """Run the post-commit hooks of ``outcome``; the errors they raised (a hook's
+        failure never undoes the event). Triggers a sync hook fires join ``queued``."""
         errors: list[BaseException] = []
-        for hook_name in hooks:
+        for hook_name in self.compiled.post_commit_hooks(outcome):
             hook: Callable[[Event], Any] = getattr(instance, hook_name)
             start = len(core.queue)
             try:
@@ -420,7 +438,7 @@ class Committer:
                 queued.extend(core.queue[start:])
                 del core.queue[start:]
                 if inspect.isawaitable(result):
-                    await result  # ... an async hook may await its triggers directly
+                    yield AwaitStep(result)  # ... an async hook may await its triggers
             except Exception as exc:  # a hook's failure never undoes the event
                 log.error(
                     "post-commit hook %s of %s %r v%d failed: %r",
@@ -433,16 +451,57 @@ class Committer:
                 errors.append(exc)
         return errors
 
-    async def _drain(self, queued: list[Queued]) -> None:
-        """Commit triggers queued by callbacks/hooks, in order, each as its own event."""
-        for item in queued:
-            try:
-                event = await item.instance.trigger(item.name, **item.kwargs)
-            except Exception as exc:
-                log.warning("queued trigger %r on %r failed: %r", item.name, item.instance, exc)
-                if not item.future.done():
-                    item.future.set_exception(exc)
-                    item.future.exception()  # mark retrieved: the caller may not await it
-            else:
-                if not item.future.done():
-                    item.future.set_result(event)
+    def catch_up_steps(self, instance: Machine, core: InstanceCore) -> Generator[Step, Any, None]:
+        """Reload ``instance`` from its stored state record (after a conflict)."""
+        stored = yield from self._read_steps(instance)
+        self._caught_up(instance, core, stored)
+
+
+def drain_steps(queued: list[Queued]) -> Generator[Step, Any, None]:
+    """Commit triggers queued by callbacks/hooks, in order, each as its own event."""
+    for item in queued:
+        try:
+            done: Event = yield TriggerStep(item)
+        except Exception as exc:
+            log.warning("queued trigger %r on %r failed: %r", item.name, item.instance, exc)
+            if not item.future.done():
+                item.future.set_exception(exc)
+                item.future.exception()  # mark retrieved: the caller may not await it
+        else:
+            if not item.future.done():
+                item.future.set_result(done)
+
+
+def append_ops(step: AppendStep) -> list[Op]:
+    """The store operations of one append step (the event with its state record, plus any
+    extra operations that ride in the same commit)."""
+    event = step.event
+    return [
+        Append(event.stream_id, [event], step.expected, step.record, step.token,
+               event.from_state),
+        *step.extra,
+    ]
+
+
+def append_result(result: CommitResult) -> AppendResult:
+    """The ``AppendResult`` of an append step's commit (its first operation)."""
+    first = result[0]
+    return AppendResult(
+        version=first.version, token=first.token, already_applied=first.already_applied
+    )
+
+
+def perform_append(store: Store, step: AppendStep) -> Awaitable[AppendResult]:
+    """The store call of one append step: ``append_events`` (one operation), or
+    ``commit`` when extra operations ride along."""
+    event = step.event
+    if step.extra:
+        return _commit_append(store, step)
+    return store.append_events(
+        step.governor, event.stream_id, [event], expected_version=step.expected,
+        state=step.record, token=step.token, prior=event.from_state,
+    )
+
+
+async def _commit_append(store: Store, step: AppendStep) -> AppendResult:
+    return append_result(await store.commit(step.governor, append_ops(step)))

@@ -9,6 +9,7 @@ or hook is running, so a trigger fired there is queued (see :mod:`tai_fsm.runtim
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +44,8 @@ class Queued:
     instance: Machine
     name: str
     kwargs: dict[str, Any]
-    future: asyncio.Future[Event]
+    #: asyncio's under the async Runtime, concurrent.futures' under the blocking one
+    future: asyncio.Future[Event] | concurrent.futures.Future[Event]
 
 
 class InstanceCore:
@@ -58,6 +60,7 @@ class InstanceCore:
         "last_hash",
         "lock",
         "queue",
+        "thread_lock",
         "timestamp",
         "token",
         "version",
@@ -65,6 +68,7 @@ class InstanceCore:
 
     def __init__(self, stored: StoredState) -> None:
         self.lock: asyncio.Lock | None = None
+        self.thread_lock: threading.Lock | None = None
         self.queue: list[Queued] = []
         self.load(stored)
 
@@ -110,6 +114,19 @@ class InstanceCore:
         if self.lock is None:
             self.lock = asyncio.Lock()
         return self.lock
+
+    def get_thread_lock(self) -> threading.Lock:
+        """The lock that serialises triggers under the blocking runtime (threads)."""
+        lock = self.thread_lock
+        if lock is None:
+            with _LOCKS_LOCK:
+                lock = self.thread_lock
+                if lock is None:
+                    lock = self.thread_lock = threading.Lock()
+        return lock
+
+
+_LOCKS_LOCK = threading.Lock()
 
 
 def core_of(instance: Machine) -> InstanceCore:

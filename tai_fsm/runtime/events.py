@@ -6,8 +6,10 @@ The event is assembled as a plain document in ``Event.model_dump()`` shape, hash
 (:mod:`tai_fsm.runtime.hashing`) and encoded once, then turned into records without
 re-validation (``construct_trusted``): callers pass only checked parts — ids,
 JSON-native data, payload and context (:mod:`tai_fsm.runtime.arguments`), aware UTC
-timestamps. The encodings ride along on the records (``_tai_json``), so a store need not
-encode them again.
+timestamps. The encodings ride along on the records, so a store need not encode them
+again: the state record's JSON (``_tai_json``) and the event's stored row (``_tai_stored``,
+built by :func:`tai_fsm.stores.recordcodec.stored_event_row` — the one definition of the
+stored form — for the stream, version and ``prior`` it will be appended with).
 
 Rules every event obeys (DESIGN.md §3, §4; docs/architecture.md):
 
@@ -31,7 +33,8 @@ import orjson
 
 from tai_fsm.codec import compact
 from tai_fsm.records import ChangeMetadata, Event, StateSnapshot, VectorClock, construct_trusted
-from tai_fsm.runtime.hashing import compute_event_hash
+from tai_fsm.runtime.hashing import hash_hashed_part
+from tai_fsm.stores.recordcodec import stored_event_row
 
 __all__ = [
     "CREATE_ACTION",
@@ -119,6 +122,8 @@ def build_event(
     to_metadata: dict[str, Any] = DEFAULT_METADATA,
     record_context: dict[str, Any] | None = None,
     record_version: int | None = None,
+    from_clock: VectorClock | None = None,
+    data_json: bytes | None = None,
 ) -> tuple[Event, StateSnapshot]:
     """The event at ``version`` of ``stream_id`` and the state record committed with it.
 
@@ -128,30 +133,55 @@ def build_event(
     the event, its ``to_state`` and the record. The record's metadata is ``changed_by`` /
     ``reason`` / ``parent_version`` with ``record_context`` plus ``event_id``,
     ``event_hash`` and ``action``; its version is ``record_version`` (default: the event's
-    version — they differ only where a seed record and its stream count separately)."""
+    version — they differ only where a seed record and its stream count separately).
+    ``from_clock``: ``from_state``'s clock as a record already (the runtime's last commit);
+    ``data_json``: ``to_data`` encoded, when the caller has it (spares a size check)."""
     to_doc = snapshot_doc(stream_id, to_data, version, timestamp, clocks, to_metadata)
-    document: dict[str, Any] = {
+    causality = {"clocks": clocks}
+    metadata = {
+        "changed_by": changed_by,
+        "reason": reason,
+        "parent_version": parent_version,
+        "context": context,
+    }
+    # What the hash covers (runtime.hashing: from_state only at version 1, never hash).
+    hashed: dict[str, Any] = {
         "id": event_id,
         "stream_id": stream_id,
         "version": version,
         "action": action,
-        "from_state": from_state,
         "to_state": to_doc,
         "payload": payload,
         "timestamp": timestamp,
-        "causality": {"clocks": clocks},
-        "metadata": {
-            "changed_by": changed_by,
-            "reason": reason,
-            "parent_version": parent_version,
-            "context": context,
-        },
+        "causality": causality,
+        "metadata": metadata,
         "prev_hash": prev_hash,
-        "hash": None,
     }
-    digest = compute_event_hash(document)
-    document["hash"] = digest
-    encoded_event = compact(orjson.dumps(document, option=_JSON_OPTIONS))
+    if version == 1:
+        hashed["from_state"] = from_state
+    digest = hash_hashed_part(hashed)
+    # The stored row, in the shape recordcodec.encode_event gives it (from_state kept only
+    # at version 1; to_state without what it shares with the event), encoded once.
+    stored_to: dict[str, Any] = {"data": to_data}
+    if to_metadata is not DEFAULT_METADATA and to_metadata != DEFAULT_METADATA:
+        stored_to["metadata"] = to_metadata
+    stored: dict[str, Any] = {"id": event_id, "stream_id": stream_id, "version": version,
+                              "action": action}
+    if version == 1:
+        stored["from_state"] = from_state
+    stored["to_state"] = stored_to
+    stored["payload"] = payload
+    stored["timestamp"] = timestamp
+    stored["causality"] = causality
+    stored["metadata"] = metadata
+    stored["prev_hash"] = prev_hash
+    stored["hash"] = digest
+    prior_data = from_state["data"] if from_state is not None else None
+    row = stored_event_row(
+        stored, version, prior_data, has_prior=from_state is not None,
+        what=f"event {event_id!r} ({stream_id}@{version})",
+        data_size=None if data_json is None else len(data_json),
+    )
     record_doc = snapshot_doc(
         stream_id, to_data, version if record_version is None else record_version,
         timestamp, clocks,
@@ -164,19 +194,27 @@ def build_event(
         },
     )
     encoded_record = compact(orjson.dumps(record_doc, option=_JSON_OPTIONS))
-    clock = construct_trusted(VectorClock, {"clocks": clocks})
+    clock = construct_trusted(VectorClock, causality)
+    prior = _snapshot_record(from_state, from_clock) if from_state is not None else None
     event = construct_trusted(Event, {
-        **document,
-        "from_state": _snapshot_record(from_state) if from_state is not None else None,
+        "id": event_id,
+        "stream_id": stream_id,
+        "version": version,
+        "action": action,
+        "from_state": prior,
         "to_state": _snapshot_record(to_doc, clock),
+        "payload": payload,
+        "timestamp": timestamp,
         "causality": clock,
-        "metadata": construct_trusted(ChangeMetadata, dict(document["metadata"])),
+        "metadata": construct_trusted(ChangeMetadata, dict(metadata)),
+        "prev_hash": prev_hash,
+        "hash": digest,
     })
-    event._tai_json = encoded_event
+    event.__pydantic_private__["_tai_stored"] = (stream_id, version, prior, row)  # type: ignore[index]
     record = construct_trusted(StateSnapshot, {
         **record_doc,
-        "metadata": construct_trusted(ChangeMetadata, dict(record_doc["metadata"])),
+        "metadata": construct_trusted(ChangeMetadata, record_doc["metadata"]),
         "causality": clock,
     })
-    record._tai_json = encoded_record
+    record.__pydantic_private__["_tai_json"] = encoded_record  # type: ignore[index]
     return event, record

@@ -20,7 +20,7 @@ import orjson
 
 from tai_fsm.records import Event
 
-__all__ = ["compute_event_hash", "event_hash_matches"]
+__all__ = ["compute_event_hash", "event_hash_matches", "hash_hashed_part"]
 
 _HASH = {"hash"}
 _NOT_HASHED = {"hash", "from_state"}
@@ -45,6 +45,13 @@ def compute_event_hash(event: Event | dict[str, Any]) -> str:
     else:
         document = event
     return hashlib.sha256(_canonical(document)).hexdigest()
+
+
+def hash_hashed_part(hashed: dict[str, Any]) -> str:
+    """The hash of an event given as exactly its hashed part: an ``Event.model_dump()``
+    shaped dict without ``hash``, and without ``from_state`` unless at version 1 (what
+    the runtime's builder assembles directly)."""
+    return hashlib.sha256(orjson.dumps(hashed, option=_OPTIONS)).hexdigest()
 
 
 def event_hash_matches(event: Event) -> bool:

@@ -13,9 +13,17 @@ from tai_fsm.definition.machine import Machine
 from tai_fsm.engine.adapter import CompiledMachine
 from tai_fsm.records import Event
 
-__all__ = ["after_commit", "on_exception"]
+__all__ = ["after_commit", "has_after_commit", "on_exception"]
 
 log = logging.getLogger("tai_fsm.runtime")
+
+
+def has_after_commit(compiled: CompiledMachine) -> bool:
+    """True when a listener of this machine (class or runtime) has ``after_commit``."""
+    return any(
+        getattr(listener, "after_commit", None) is not None
+        for listener in compiled.active_listeners()
+    )
 
 
 async def after_commit(

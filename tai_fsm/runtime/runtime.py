@@ -36,8 +36,9 @@ from tai_fsm.ids import validate_id
 from tai_fsm.records import Event, StoredState, utc_now
 from tai_fsm.retry import RetryPolicy
 from tai_fsm.runtime import arguments
+from tai_fsm.runtime.async_commit import AsyncCommitter
 from tai_fsm.runtime.codec import next_timers, record_parts
-from tai_fsm.runtime.commit import Committer, append, core_of
+from tai_fsm.runtime.commit import Committer, core_of
 from tai_fsm.runtime.events import CREATE_ACTION, DEFAULT_METADATA, build_event
 from tai_fsm.runtime.history import (
     Rebuilt,
@@ -77,6 +78,11 @@ class Runtime:
     transition of every hosted machine (:mod:`tai_fsm.definition.listeners`; more with
     :meth:`add_listener`)."""
 
+    #: Who performs the commit protocol's steps: the event loop here; the blocking runtime
+    #: (``tai_fsm.sync``) swaps in drivers that do their own I/O on the caller's thread.
+    _host_class: type[Host] = Host
+    _committer_class: type[Committer] = AsyncCommitter
+
     def __init__(
         self,
         store: Store,
@@ -99,7 +105,7 @@ class Runtime:
         self.default_governor = arguments.governor(governor)
         self.own_store = own_store
         self.replay_batch_size = arguments.batch_size(replay_batch_size)
-        self._host = Host(
+        self._host = self._host_class(
             store,
             self.node_id,
             max_conflict_retries=max_conflict_retries,
@@ -117,7 +123,7 @@ class Runtime:
                     f"two machines named {name!r} in one Runtime: {other} and "
                     f"{machine_cls.__name__}"
                 )
-            self._committers[name] = Committer(self._host, compiled)
+            self._committers[name] = self._committer_class(self._host, compiled)
 
     def add_listener(self, listener: object) -> None:
         """Observe every transition of every machine of this runtime (after the machine
@@ -238,7 +244,7 @@ class Runtime:
             to_metadata=DEFAULT_METADATA,
         )
         try:
-            result = await append(self._host, gov, event, record, 0, None)
+            result = await committer.append(gov, event, record, 0, None)
         except VersionConflict as exc:
             raise InstanceExists(instance_id, exc.actual) from None
         stored = StoredState(snapshot=record, version=1, token=result.token)

@@ -51,7 +51,8 @@ from tai_fsm.runtime.core import InstanceCore, cancel, core_of, restore
 from tai_fsm.stores import ops
 
 if TYPE_CHECKING:
-    from tai_fsm.runtime.commit import Committer, _Fired
+    from tai_fsm.runtime.async_commit import AsyncCommitter
+    from tai_fsm.runtime.commit import Fired
     from tai_fsm.runtime.host import Host
 
 __all__ = ["RuntimeTransaction", "run_transaction"]
@@ -66,11 +67,11 @@ class _Held:
 
     instance: Machine
     core: InstanceCore
-    committer: Committer
+    committer: AsyncCommitter
     saved: tuple[Any, ...]  # the core's committed state at the start (InstanceCore.saved)
     version: int  # the version committed at the start
     token: str | None
-    fired: list[_Fired] = field(default_factory=list)
+    fired: list[Fired] = field(default_factory=list)
 
 
 class RuntimeTransaction:
@@ -80,7 +81,7 @@ class RuntimeTransaction:
         self._host = host
         self._lock_timeout = lock_timeout
         self._held: dict[int, _Held] = {}
-        self._order: list[tuple[_Held, _Fired]] = []
+        self._order: list[tuple[_Held, Fired]] = []
         self._governor: str | None = None
         self._done = False
 
@@ -199,11 +200,11 @@ class RuntimeTransaction:
         errors: list[BaseException] = []
         for held, fired in self._order:
             committer = held.committer
-            errors.extend(await committer._run_post_commit(
+            errors.extend(await committer.run_post_commit(
                 held.instance, held.core, fired.outcome, fired.event, fired.queued
             ))
         for held, fired in self._order:
-            await held.committer._drain(fired.queued)
+            await held.committer.drain(fired.queued)
         if errors:
             raise PostCommitHookFailed(
                 f"the transaction is committed, but {len(errors)} post-commit hook(s) "
@@ -213,13 +214,16 @@ class RuntimeTransaction:
             )
 
 
-def _committer_of(instance: Machine) -> Committer:
-    from tai_fsm.runtime.commit import Committer
+def _committer_of(instance: Machine) -> AsyncCommitter:
+    from tai_fsm.runtime.async_commit import AsyncCommitter
 
     binding = getattr(instance, "_binding", None)
-    if not isinstance(binding, Committer):
-        raise InvalidInput(f"{instance!r} is a read-only view, not a live instance",
-                           field="instance")
+    if not isinstance(binding, AsyncCommitter):
+        raise InvalidInput(
+            f"{instance!r} is not a live instance of an async Runtime (a read-only view, "
+            "or an instance of the blocking runtime)",
+            field="instance",
+        )
     return binding
 
 
@@ -242,7 +246,7 @@ async def run_transaction(
         except VersionConflict:
             touched[:] = [held.instance for held in tx._held.values()]
             for instance in touched:
-                await _committer_of(instance)._catch_up(instance, core_of(instance))
+                await _committer_of(instance).catch_up(instance, core_of(instance))
             raise
         return value
 

@@ -39,6 +39,7 @@ from tai_fsm.records import (
     StateSnapshot,
     StoredState,
     StoreStats,
+    construct_trusted,
 )
 from tai_fsm.stores.common import (
     check_batch_size,
@@ -51,7 +52,13 @@ from tai_fsm.stores.common import (
     check_version,
 )
 from tai_fsm.stores.ops import STATES, Append, CommitResult, Delete, Op, Put
-from tai_fsm.stores.planning import EventRow, Prepared, check_snapshot_version, prepare
+from tai_fsm.stores.planning import (
+    EventRow,
+    Prepared,
+    check_snapshot_version,
+    prepare,
+    prepare_append,
+)
 from tai_fsm.stores.query import check_filter, scan_states
 from tai_fsm.stores.recordcodec import (
     FULL_EVERY,
@@ -94,6 +101,11 @@ class Store(SeedAPI, abc.ABC):
     url: str = ""
     #: Most writes one atomic commit may hold (Firestore: 500); None = no limit.
     max_commit_writes: int | None = None
+    #: True when every call of this store completes without suspending (no I/O through the
+    #: event loop: the memory store, the blocking SQLite store). The async runtime then
+    #: awaits appends directly (nothing can interrupt them), and the blocking runtime
+    #: (``tai_fsm.sync``) runs the store's coroutines to completion on the caller's thread.
+    completes_synchronously: bool = False
 
     # ------------------------------------------------------------------ lifecycle
     async def close(self) -> None:
@@ -283,13 +295,16 @@ class Store(SeedAPI, abc.ABC):
         the same event ids at those versions mean a retry that landed
         (``already_applied=True``); otherwise ``VersionConflict(stream_id, expected,
         actual)``."""
-        result = await self.commit(
-            governor, [Append(stream_id, events, expected_version, state, token, prior)]
+        gov = check_id(governor, "governor")
+        prepared = prepare_append(
+            Append(stream_id, events, expected_version, state, token, prior),
+            max_writes=self.max_commit_writes,
         )
-        first = result[0]
-        return AppendResult(
-            version=first.version, token=first.token, already_applied=first.already_applied
-        )
+        first = (await self._commit(gov, prepared))[0]
+        return construct_trusted(AppendResult, {
+            "version": first.version, "token": first.token,
+            "already_applied": first.already_applied,
+        })
 
     # ------------------------------------------------------------------ event streams
     async def read_events(

@@ -182,6 +182,20 @@ def check_events(
                 f"events[{position}] must be an Event, got {type(event).__name__}",
                 field="events",
             )
+        private = event.__pydantic_private__
+        if (
+            private is not None
+            and private.get("_tai_stored") is not None
+            and expected_version is not None
+            and event.version == expected_version + 1 + position
+            and event.stream_id == stream_id
+            and event.id not in seen
+        ):
+            # built by the runtime's event builder from checked parts, at the version it
+            # is appended as: its id (EventIds) and aware UTC timestamps hold by design
+            seen.add(event.id)
+            checked.append(event)
+            continue
         check_id(event.id, "event id")
         if event.id in seen:
             raise InvalidInput(f"event id {event.id!r} appears twice in one append", field="events")

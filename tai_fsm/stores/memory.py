@@ -51,6 +51,8 @@ class _Stream:
 class MemoryStore(Store):
     """The Store contract in memory. ``MemoryStore()`` takes no arguments."""
 
+    completes_synchronously = True
+
     def __init__(self) -> None:
         self.url = "memory://"
         self._lock = threading.Lock()

@@ -65,6 +65,7 @@ __all__ = [
     "needs",
     "plan",
     "prepare",
+    "prepare_append",
     "recognise",
 ]
 
@@ -171,6 +172,32 @@ def _check_token(token: object) -> str | None:
     if token is None or isinstance(token, str):
         return token
     raise InvalidInput(f"token must be a string or None, got {type(token).__name__}", field="token")
+
+
+def prepare_append(op: Append, *, max_writes: int | None = None) -> list[Prepared]:
+    """:func:`prepare` of a commit holding one ``Append`` (``Store.append_events``): the
+    same checks, without the bookkeeping a list of operations needs."""
+    if type(op) is not Append:
+        return prepare([op], max_writes=max_writes)
+    stream_id = check_id(op.stream_id, "stream id")
+    expected = check_expected_version(op.expected_version)
+    events = check_events(stream_id, op.events, expected)
+    state = None if op.state is None else check_snapshot(op.state, "state")
+    prior = None if op.prior is None else check_snapshot(op.prior, "prior")
+    item = PreparedAppend(
+        stream_id, events, expected, state, _check_token(op.token), prior,
+        [event.id for event in events],
+    )
+    if max_writes is not None and item.writes > max_writes:
+        raise InvalidInput(
+            f"this commit needs {item.writes} writes; the store allows at most {max_writes} "
+            "in one atomic commit (split it)",
+            field="ops",
+        )
+    if expected is not None:  # encode now, outside any lock or transaction
+        item.rows(expected)
+        item.state_raw(expected + len(events))
+    return [item]
 
 
 def prepare(ops: Sequence[Op], *, max_writes: int | None = None) -> list[Prepared]:

@@ -53,6 +53,10 @@ __all__ = [
     "encode_event_document",
     "encode_record",
     "merge_patch",
+    "seal",
+    "sealed_ok",
+    "stored_event_row",
+    "unseal",
 ]
 
 #: Every event at a version of 1 (mod FULL_EVERY) holds its full data: a reader decodes at
@@ -140,7 +144,8 @@ def _check_native(model: StateSnapshot | Event, what: str) -> None:
 def encode_record(snapshot: StateSnapshot, record_id: str, version: int, what: str) -> bytes:
     """The stored JSON of a record (state, lease, snapshot) as ``record_id`` at
     ``version``; ``SerializationError`` when it is not JSON or over the 1 MiB limit."""
-    cached = snapshot._tai_json
+    private = snapshot.__pydantic_private__
+    cached = private.get("_tai_json") if private else None
     if cached is not None and snapshot.version == version and snapshot.id == record_id:
         return seal(codec.check_size(cached, what=what))
     _check_native(snapshot, what)
@@ -178,7 +183,23 @@ def encode_event(
 ) -> bytes:
     """The stored JSON of ``event`` as ``version`` of ``stream_id`` (see module docstring).
     ``prior``: the previous ``to_state`` (enables a delta); ``explicit_from``: store
-    ``from_state`` even after version 1 (the first event kept after compaction)."""
+    ``from_state`` even after version 1 (the first event kept after compaction).
+
+    An event built by the runtime carries its stored row already (``_tai_stored``: stream,
+    version, the very ``prior`` object it was built against, the sealed bytes — produced
+    by :func:`stored_event_row` from the same parts): when all three match, that row is
+    the answer and nothing is encoded again."""
+    private = event.__pydantic_private__
+    stored = private.get("_tai_stored") if private else None
+    if (
+        stored is not None
+        and not explicit_from
+        and stored[2] is prior
+        and stored[1] == version
+        and stored[0] == stream_id
+    ):
+        row: bytes = stored[3]
+        return row
     what = f"event {event.id!r} ({stream_id}@{version})"
     cached = event._tai_json
     if cached is not None and event.version == version and event.stream_id == stream_id:
@@ -192,10 +213,36 @@ def encode_event(
         document.pop("from_state", None)
     elif "from_state" not in document:
         document["from_state"] = None
-    if prior is not None and version % FULL_EVERY != 1 % FULL_EVERY and not explicit_from:
-        _delta(document, prior.data)
     _strip_shared(document)
-    return seal(codec.check_size(codec.dumps(document, what=what), what=what))
+    return stored_event_row(
+        document, version, None if explicit_from or prior is None else prior.data,
+        has_prior=prior is not None and not explicit_from, what=what,
+    )
+
+
+def stored_event_row(
+    document: dict[str, Any],
+    version: int,
+    prior_data: Any,
+    *,
+    has_prior: bool,
+    what: str,
+    data_size: int | None = None,
+) -> bytes:
+    """The sealed row of an event document already in stored shape (``from_state`` only
+    where it is kept, ``to_state`` without what it shares with the event): a delta of
+    ``to_state.data`` against ``prior_data`` where that pays (``has_prior`` and not an
+    anchor version), then one encoding and the seal. ``document`` is changed in place.
+    ``data_size``: the encoded size of ``to_state.data`` when the caller knows it."""
+    if has_prior and version % FULL_EVERY != 1 % FULL_EVERY and (
+        data_size is None or data_size >= PATCH_MIN_BYTES
+    ):
+        _delta(document, prior_data)
+    try:  # sealed straight from orjson's buffer: seal() makes the one exact-size copy
+        raw = orjson.dumps(document, option=_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise SerializationError(f"{what} is not JSON-serialisable: {exc}") from None
+    return seal(codec.check_size(raw, what=what))
 
 
 def encode_event_document(document: dict[str, Any], what: str) -> bytes:
@@ -207,22 +254,31 @@ _SEAL = b'{"_crc":"'
 _SEAL_LEN = len(_SEAL) + 10  # the prefix, 8 hex digits, '",'
 
 
+_OPEN_CRC = zlib.crc32(b"{")
+
+
 def seal(raw: bytes) -> bytes:
     """``raw`` (a JSON object) with a CRC-32 of itself as its first member, so any change to
-    a stored row — a flipped byte, a hand edit — is detected on read. Still valid JSON."""
-    return b'%s%08x",%s' % (_SEAL, zlib.crc32(raw), raw[1:])
+    a stored row — a flipped byte, a hand edit — is detected on read. Still valid JSON.
+    (One copy of ``raw``: the CRC and the join read it through a memoryview.)"""
+    return b"".join((_SEAL, b"%08x" % zlib.crc32(raw), b'",', memoryview(raw)[1:]))
+
+
+def sealed_ok(raw: bytes) -> bool:
+    """True when ``raw`` is a sealed row whose CRC matches its content. A sealed row is
+    itself valid JSON: decode it as is and drop its ``_crc`` member (no copy of the body)."""
+    if not raw.startswith(_SEAL) or raw[_SEAL_LEN - 2 : _SEAL_LEN] != b'",':
+        return False
+    try:
+        expected = int(raw[len(_SEAL) : _SEAL_LEN - 2], 16)
+    except ValueError:
+        return False
+    return zlib.crc32(memoryview(raw)[_SEAL_LEN:], _OPEN_CRC) == expected
 
 
 def unseal(raw: bytes) -> bytes | None:
     """The JSON a row sealed, or None when the row is not sealed or its CRC does not match."""
-    if not raw.startswith(_SEAL) or raw[_SEAL_LEN - 2 : _SEAL_LEN] != b'",':
-        return None
-    body = b"{" + raw[_SEAL_LEN:]
-    try:
-        expected = int(raw[len(_SEAL) : _SEAL_LEN - 2], 16)
-    except ValueError:
-        return None
-    return body if zlib.crc32(body) == expected else None
+    return b"{" + raw[_SEAL_LEN:] if sealed_ok(raw) else None
 
 
 _DEFAULT_METADATA: dict[str, Any] = {
@@ -346,8 +402,8 @@ def _load(raw: Any, what: str, governor: str, record_id: str, version: int) -> A
         raw = raw.encode("utf-8", "surrogatepass")
     if not isinstance(raw, bytes | bytearray | memoryview):
         raise corrupt(what, governor, record_id, version, f"not JSON bytes ({type(raw)})")
-    body = unseal(bytes(raw))
-    if body is None:
+    raw = bytes(raw) if type(raw) is not bytes else raw
+    if not sealed_ok(raw):
         try:
             orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -359,9 +415,12 @@ def _load(raw: Any, what: str, governor: str, record_id: str, version: int) -> A
             "its checksum does not match its content (the row was changed outside tai-fsm)",
         )
     try:
-        return orjson.loads(body)
+        document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise corrupt(what, governor, record_id, version, f"not valid JSON ({exc})") from None
+    if type(document) is dict:
+        document.pop("_crc", None)
+    return document
 
 
 def _first_error(exc: ValidationError) -> str:

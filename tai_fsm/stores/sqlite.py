@@ -5,10 +5,13 @@ switches it to WAL and checks its schema (:mod:`tai_fsm.stores.sqlite_schema`) �
 milliseconds of blocking I/O in the constructor, so a bad path or a file from a newer tai-fsm
 fails at once. After that every call runs on one dedicated worker thread that owns the
 connection (:mod:`tai_fsm.stores.sqlite_worker`), so the event loop never blocks on disk;
-calls run in submission order. Writes that queue up while the worker is busy share one
-transaction and one fsync (group commit), each in its own savepoint, so concurrent
-instances commit far faster than one fsync each; no call returns before its write is
-committed. A caller cancelled while its write is queued or running may still see that write
+calls run in submission order. The writes of one event-loop turn are handed to the worker
+as one batch, and writes that queue up while the worker is busy share one transaction and
+one fsync (group commit) — checked one by one, written together, a failing one alone left
+out — so concurrent instances commit far faster than one fsync each; no call returns
+before its write is committed. Blocking code uses
+:class:`~tai_fsm.stores.sqlite_blocking.BlockingSQLiteStore` (the same store, run on the
+calling thread). A caller cancelled while its write is queued or running may still see that write
 land: retry it (``append_events`` recognises its own event ids).
 
 Durability: ``synchronous="FULL"`` (default) makes every commit durable on return (WAL is
@@ -99,11 +102,16 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             conn.close()
             raise map_error(exc, self.path, self.busy_timeout) from None
-        self._jobs: queue.SimpleQueue[Job | Any] = queue.SimpleQueue()
         self._closed = False
+        self._start(conn)
+
+    def _start(self, conn: sqlite3.Connection) -> None:
+        """Hand ``conn`` to the worker thread that runs every call."""
+        self._pending: dict[asyncio.AbstractEventLoop, list[Job]] = {}
+        self._jobs: queue.SimpleQueue[Job | Any] = queue.SimpleQueue()
         self._thread = threading.Thread(
             target=serve,
-            args=(conn, self._jobs, self.path, self.busy_timeout),
+            args=(conn, self._jobs, self.path, self.busy_timeout, ops.commit_group),
             name=f"tai-fsm-sqlite:{os.path.basename(self.path)}",
             daemon=True,
         )
@@ -114,9 +122,7 @@ class SQLiteStore(Store):
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, synchronous={self.synchronous!r})"
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T], kind: int = READ) -> T:
-        """Run ``fn(conn)`` on the worker: as is (``READ``) or as a transaction body
-        (``WRITE``, possibly group-committed with other queued writes)."""
+    def _check_open(self, kind: int) -> None:
         if self._closed:
             raise TaiFsmError(f"{self!r} is closed")
         if kind == WRITE and self.read_only:
@@ -124,10 +130,37 @@ class SQLiteStore(Store):
                 f"SQLite file {self.path} was opened read-only; nothing was written",
                 condition="read_only",
             )
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], kind: int = READ) -> T:
+        """Run ``fn(conn)`` on the worker: as is (``READ``) or as a transaction body
+        (``WRITE``, group-committed with the other writes of this event-loop turn).
+
+        Writes are handed over once per turn of the event loop: every task that commits
+        in one turn adds its job to a batch that a callback scheduled behind them passes
+        to the worker in one piece — one thread hop per batch, not one per commit, and
+        the worker runs it while the loop has nothing to do (no fight for the GIL with a
+        busy loop at every statement). A read first hands over the writes submitted
+        before it, so calls still run in submission order."""
+        self._check_open(kind)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((kind, fn, future, loop))
+        job = (kind, fn, future, loop)
+        if kind == WRITE:
+            batch = self._pending.get(loop)
+            if batch is None:
+                batch = self._pending[loop] = []
+                loop.call_soon(self._hand_over, loop)
+            batch.append(job)
+        else:
+            self._hand_over(loop)
+            self._jobs.put(job)
         return await future
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Pass ``loop``'s pending writes to the worker as one batch."""
+        batch = self._pending.pop(loop, None)
+        if batch:
+            self._jobs.put(batch)
 
     async def close(self) -> None:
         """Finish queued calls, close the connection and stop the worker thread.
@@ -137,6 +170,8 @@ class SQLiteStore(Store):
         self._closed = True
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
+        for pending in list(self._pending):
+            self._hand_over(pending)
         self._jobs.put((READ, lambda conn: None, done, loop))
         await done
         self._finalizer()  # queues STOP; the thread closes the connection and ends

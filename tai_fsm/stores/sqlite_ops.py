@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from functools import partial
 from typing import Any
+
+import orjson
 
 from tai_fsm.errors import VersionConflict
 from tai_fsm.records import CleanupResult, StoreStats
@@ -25,7 +28,9 @@ from tai_fsm.stores.ops import LOCKS, STATES, CommitResult
 from tai_fsm.stores.planning import (
     Current,
     EventRow,
+    Plan,
     Prepared,
+    PreparedAppend,
     landed_ranges,
     needs,
     plan,
@@ -36,6 +41,7 @@ from tai_fsm.stores.sqlite_schema import SCHEMA_VERSION
 _Conn = sqlite3.Connection
 _MAX = 2**63 - 1
 _BATCH = 500  # ids per IN (...) query, well under SQLite's variable limit
+_MAX_VARIABLES = 30_000  # bound parameters per statement (SQLite >= 3.32 allows 32,766)
 
 _UPSERT = (
     "INSERT INTO records (governor, kind, id, version, data, machine, state) "
@@ -47,6 +53,7 @@ _INSERT_EVENT = (
     "INSERT INTO events (governor, stream_id, version, event_id, ts, data) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+_DELETE = "DELETE FROM records WHERE governor = ? AND kind = ? AND id = ?"
 _HEAD = "SELECT MAX(version) FROM events WHERE governor = ? AND stream_id = ?"
 _VERSION = "SELECT version FROM records WHERE governor = ? AND kind = ? AND id = ?"
 _HEAD_AND_STATE = (
@@ -145,11 +152,29 @@ def list_governors(conn: _Conn) -> list[str]:
 def commit(governor: str, prepared: list[Prepared], conn: _Conn) -> CommitResult:
     """A transaction body: read what the plan needs, decide, write (see
     :mod:`tai_fsm.stores.planning`)."""
+    decided = _decide(governor, prepared, conn)
+    if isinstance(decided, CommitResult):
+        return decided
+    _write(conn, [(governor, decided)])
+    return decided.result
+
+
+def _decide(
+    governor: str,
+    prepared: list[Prepared],
+    conn: _Conn,
+    known: tuple[int | None, int | None] | None = None,
+) -> Plan | CommitResult:
+    """The plan of one commit from what the store holds now, or the result of a retry
+    recognised as landed; a failed precondition raises. ``known``: the stream head and
+    state record version of a one-stream append, already read (:func:`commit_group`)."""
     wanted = needs(prepared)
     current = Current()
     records = list(wanted.records)
     if len(wanted.streams) == 1 and records == [(STATES, wanted.streams[0])]:
-        head, version = conn.execute(_HEAD_AND_STATE, (governor, wanted.streams[0])).fetchone()
+        head, version = known or conn.execute(
+            _HEAD_AND_STATE, (governor, wanted.streams[0])
+        ).fetchone()
         current.heads[wanted.streams[0]] = head or 0
         current.versions[records[0]] = version or 0
     else:
@@ -163,7 +188,7 @@ def commit(governor: str, prepared: list[Prepared], conn: _Conn) -> CommitResult
     for stream_id, ids in wanted.ids.items():
         current.found_ids[stream_id] = _find_ids(conn, governor, stream_id, ids)
     try:
-        decided = plan(governor, prepared, current)
+        return plan(governor, prepared, current)
     except VersionConflict:
         stored = {
             stream_id: [
@@ -180,21 +205,130 @@ def commit(governor: str, prepared: list[Prepared], conn: _Conn) -> CommitResult
         if landed is not None:
             return landed
         raise
-    for stream_id, rows in decided.events:
-        params = [(governor, stream_id, v, event_id, ts, raw) for v, event_id, ts, raw in rows]
+
+
+def _write(conn: _Conn, decided: list[tuple[str, Plan]]) -> None:
+    """Write the rows of every plan: one statement per table (``executemany`` when there
+    are several rows)."""
+    events = [
+        (governor, stream_id, v, event_id, ts, raw)
+        for governor, plan_ in decided
+        for stream_id, rows in plan_.events
+        for v, event_id, ts, raw in rows
+    ]
+    puts = [
+        (governor, kind, record_id, version, raw, *plan_.index(kind, record_id))
+        for governor, plan_ in decided
+        for kind, record_id, version, raw in plan_.puts
+    ]
+    deletes = [
+        (governor, kind, record_id)
+        for governor, plan_ in decided
+        for kind, record_id in plan_.deletes
+    ]
+    for sql, params in ((_INSERT_EVENT, events), (_UPSERT, puts)):
         if len(params) == 1:
-            conn.execute(_INSERT_EVENT, params[0])
-        else:
-            conn.executemany(_INSERT_EVENT, params)
-    for kind, record_id, version, raw in decided.puts:
-        machine, state = decided.index(kind, record_id)
-        conn.execute(_UPSERT, (governor, kind, record_id, version, raw, machine, state))
-    for kind, record_id in decided.deletes:
+            conn.execute(sql, params[0])
+        elif params:
+            _insert_rows(conn, sql, params)
+    if deletes:
+        conn.executemany(_DELETE, deletes)
+
+
+def _insert_rows(conn: _Conn, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` with ``sql`` (an ``INSERT ... VALUES (?, ...)`` statement, maybe
+    with an upsert clause) as multi-row statements: one step of SQLite per chunk, where
+    ``executemany`` steps once per row — and every step hands the GIL away and must win
+    it back from a busy event loop (the worker's main cost under load)."""
+    width = len(rows[0])
+    head, values, tail = _split_insert(sql)
+    per = max(1, _MAX_VARIABLES // width)
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
         conn.execute(
-            "DELETE FROM records WHERE governor = ? AND kind = ? AND id = ?",
-            (governor, kind, record_id),
+            head + ", ".join([values] * len(chunk)) + tail,
+            [value for row in chunk for value in row],
         )
-    return decided.result
+
+
+def _split_insert(sql: str) -> tuple[str, str, str]:
+    """``INSERT ... VALUES`` / ``(?, ...)`` / the rest of ``sql``."""
+    marker = "VALUES "
+    at = sql.index(marker) + len(marker)
+    end = sql.index(")", at) + 1
+    return sql[:at], sql[at:end], sql[end:]
+
+
+def commit_group(conn: _Conn, bodies: list[Any]) -> list[tuple[Any, BaseException | None]] | None:
+    """Group commit without savepoints (the worker's batcher, see
+    :mod:`tai_fsm.stores.sqlite_worker`): when every body is a :func:`commit` and no two
+    touch the same stream or record, decide each from the store as it is (a failed
+    precondition is that body's own outcome and writes nothing), then write the rows of
+    all that passed at once. ``None`` — nothing done — otherwise."""
+    jobs: list[tuple[str, list[Prepared]]] = []
+    touched: set[tuple[str, str, str]] = set()
+    simple: dict[str, list[str]] = {}  # governor -> streams of one-stream appends
+    for body in bodies:
+        if not isinstance(body, partial) or body.func is not commit or len(body.args) != 2:
+            return None
+        governor, prepared = body.args
+        wanted = needs(prepared)
+        keys = {(governor, "", stream) for stream in wanted.streams}
+        keys.update((governor, kind, rid) for kind, rid in wanted.records)
+        keys.update((governor, LOCKS, resource) for resource in wanted.fences)
+        if not keys.isdisjoint(touched):
+            return None
+        touched |= keys
+        jobs.append((governor, prepared))
+        if len(wanted.streams) == 1 and wanted.records == [(STATES, wanted.streams[0])]:
+            simple.setdefault(governor, []).append(wanted.streams[0])
+    known = {
+        (governor, stream): found
+        for governor, streams in simple.items()
+        for stream, found in _heads_and_states(conn, governor, streams).items()
+    }
+    outcomes: list[tuple[Any, BaseException | None]] = []
+    decided: list[tuple[str, Plan]] = []
+    for governor, prepared in jobs:
+        first = prepared[0]
+        key = (governor, first.stream_id) if isinstance(first, PreparedAppend) else None
+        try:
+            result = _decide(governor, prepared, conn, known.get(key) if key else None)
+        except sqlite3.Error:
+            raise  # the transaction is suspect: the worker fails the group
+        except Exception as exc:  # this commit's own failure (a precondition)
+            outcomes.append((None, exc))
+            continue
+        if isinstance(result, CommitResult):
+            outcomes.append((result, None))
+        else:
+            decided.append((governor, result))
+            outcomes.append((result.result, None))
+    _write(conn, decided)
+    return outcomes
+
+
+def _heads_and_states(
+    conn: _Conn, governor: str, streams: list[str]
+) -> dict[str, tuple[int | None, int | None]]:
+    """Stream head and state record version of each of ``streams``, in one query per
+    ``_BATCH`` streams (each query is one trip for the GIL, not one per stream)."""
+    found: dict[str, tuple[int | None, int | None]] = {}
+    for start in range(0, len(streams), _BATCH):
+        chunk = streams[start : start + _BATCH]
+        values = ", ".join("(?)" for _ in chunk)
+        # one row back (a JSON array), so the whole read is one step of SQLite
+        (encoded,) = conn.execute(
+            f"WITH s(stream_id) AS (VALUES {values}) SELECT json_group_array(json_array("
+            "s.stream_id, (SELECT MAX(version) FROM events e WHERE e.governor = ? AND "
+            "e.stream_id = s.stream_id), "
+            "(SELECT version FROM records r WHERE r.governor = ? AND r.kind = 'states' "
+            "AND r.id = s.stream_id))) FROM s",
+            (*chunk, governor, governor),
+        ).fetchone()
+        for stream_id, head, version in orjson.loads(encoded):
+            found[stream_id] = (head, version)
+    return found
 
 
 def _fencing(conn: _Conn, governor: str, resource: str) -> int | None:

@@ -13,6 +13,12 @@ blocks on SQLite. Two kinds of job:
   that made its write durable; if the ``COMMIT`` (or ``BEGIN``) fails, every caller whose body
   had succeeded gets that error, and nothing of theirs is written.
 
+  A group whose bodies a *batcher* recognises (``Store.commit`` bodies touching distinct
+  streams and records, :func:`tai_fsm.stores.sqlite_ops.commit_group`) skips the
+  savepoints: every job's preconditions are checked first, then the rows of every job that
+  passed are written with one ``executemany`` per table — the same outcomes, a fraction
+  of the statements.
+
 ``sqlite3`` errors become ``TaiFsmError`` subclasses (:func:`sqlite_schema.map_error`).
 """
 
@@ -26,14 +32,17 @@ from typing import Any
 
 from tai_fsm.stores.sqlite_schema import map_error
 
-__all__ = ["MAX_GROUP", "READ", "STOP", "WRITE", "Job", "serve"]
+__all__ = ["MAX_GROUP", "READ", "STOP", "WRITE", "Job", "run_read", "run_write", "serve"]
 
 READ, WRITE = 0, 1
 MAX_GROUP = 256  # write jobs per shared transaction
 
-Job = tuple[
-    int, Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop
-]
+Body = Callable[[sqlite3.Connection], Any]
+Outcome = tuple[Any, BaseException | None]
+#: ``batch(conn, bodies)``: every body's outcome, having run them all inside the open
+#: transaction without savepoints — or None (nothing done) when it cannot
+Batcher = Callable[[sqlite3.Connection, list[Body]], list[Outcome] | None]
+Job = tuple[int, Body, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 STOP: Any = object()  # put this on the queue to stop the worker
 _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
@@ -64,6 +73,7 @@ def serve(
     jobs: queue.SimpleQueue[Job | Any],
     path: str,
     busy_timeout: float,
+    batch: Batcher | None = None,
 ) -> None:
     """The worker thread's body: run jobs until ``STOP``, then close ``conn``."""
     carry: Any = None
@@ -73,48 +83,60 @@ def serve(
             carry = None
             if job is STOP:
                 return
-            if job[0] == READ:
-                _deliver([job], [_read(conn, job, path, busy_timeout)])
+            if type(job) is not list and job[0] == READ:
+                _deliver([job], [run_read(conn, job[1], path, busy_timeout)])
                 continue
-            group: list[Job] = [job]
+            # a write, or a batch of writes (a list): group what is queued behind it
+            group: list[Job] = list(job) if type(job) is list else [job]
             while len(group) < MAX_GROUP and not jobs.empty():
                 try:
                     nxt = jobs.get_nowait()
                 except queue.Empty:  # only this thread takes jobs, but be safe
                     break
-                if nxt is STOP or nxt[0] != WRITE:
+                if nxt is STOP or (type(nxt) is not list and nxt[0] != WRITE):
                     carry = nxt
                     break
-                group.append(nxt)
-            _deliver(group, _write(conn, group, path, busy_timeout))
+                group.extend(nxt) if type(nxt) is list else group.append(nxt)
+            for start in range(0, len(group), MAX_GROUP):
+                part = group[start : start + MAX_GROUP]
+                _deliver(part, run_write(conn, [j[1] for j in part], path, busy_timeout, batch))
     finally:
         conn.close()
 
 
-def _read(
-    conn: sqlite3.Connection, job: Job, path: str, busy_timeout: float
+def run_read(
+    conn: sqlite3.Connection, fn: Body, path: str, busy_timeout: float
 ) -> tuple[Any, BaseException | None]:
+    """Run ``fn(conn)`` as is: ``(result, None)`` or ``(None, error)``."""
     try:
-        return job[1](conn), None
+        return fn(conn), None
     except sqlite3.Error as exc:
         return None, map_error(exc, path, busy_timeout)
     except BaseException as exc:  # delivered to the awaiting caller
         return None, exc
 
 
-def _write(
-    conn: sqlite3.Connection, group: list[Job], path: str, busy_timeout: float
+def run_write(
+    conn: sqlite3.Connection,
+    group: list[Body],
+    path: str,
+    busy_timeout: float,
+    batch: Batcher | None = None,
 ) -> list[tuple[Any, BaseException | None]]:
-    """Run ``group`` in one transaction; the outcome of each job, in order."""
+    """Run the bodies of ``group`` in one transaction; the outcome of each, in order."""
     savepoints = len(group) > 1
     outcomes: list[tuple[Any, BaseException | None]] = []
     try:
         conn.execute("BEGIN IMMEDIATE")
-        for job in group:
+        batched = batch(conn, group) if savepoints and batch is not None else None
+        if batched is not None:
+            outcomes = batched
+            group = []
+        for body in group:
             if savepoints:
                 conn.execute("SAVEPOINT job")
             try:
-                result = job[1](conn)
+                result = body(conn)
             except sqlite3.Error:
                 raise  # the whole transaction is suspect: fail the group
             except BaseException as exc:  # this job's own failure (a check, bad data)

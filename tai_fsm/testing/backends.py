@@ -3,6 +3,8 @@ and the runtime tests use this, so one test body runs against every backend).
 
 * ``memory`` — a new ``MemoryStore``;
 * ``sqlite`` — a ``SQLiteStore`` on a real file (WAL) under the given directory;
+* ``sqlite-blocking`` — a ``BlockingSQLiteStore`` (calls run on the calling thread: the
+  store of the blocking runtime) on a real file;
 * ``firestore`` — a ``FirestoreStore`` on the emulator named by ``FIRESTORE_EMULATOR_HOST``,
   isolated by a unique prefix (its documents are deleted afterwards).
 """
@@ -19,7 +21,7 @@ from tai_fsm.stores.base import Store
 
 __all__ = ["ALL_BACKENDS", "EMULATOR_PROJECT", "open_backend"]
 
-ALL_BACKENDS = ("memory", "sqlite", "firestore")
+ALL_BACKENDS = ("memory", "sqlite", "sqlite-blocking", "firestore")
 EMULATOR_PROJECT = "tai-fsm-test"
 
 
@@ -36,6 +38,12 @@ async def open_backend(name: str, directory: Path) -> AsyncIterator[Store]:
 
         async with SQLiteStore(directory / f"store-{uuid.uuid4().hex[:8]}.db") as sqlite_store:
             yield sqlite_store
+    elif name == "sqlite-blocking":
+        from tai_fsm.stores.sqlite_blocking import BlockingSQLiteStore
+
+        path = directory / f"store-{uuid.uuid4().hex[:8]}.db"
+        async with BlockingSQLiteStore(path) as blocking_store:
+            yield blocking_store
     elif name == "firestore":
         if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
             raise RuntimeError(
