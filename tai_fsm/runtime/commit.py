@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +54,11 @@ from tai_fsm.runtime import arguments
 from tai_fsm.runtime.arguments import TriggerArgs
 from tai_fsm.runtime.codec import data_from_json, encode_data, next_timers, record_parts
 from tai_fsm.runtime.core import SYNC, InstanceCore, Queued, cancel, core_of, restore
+from tai_fsm.runtime.effects import complete, durable_hooks, effect_key, effect_ops
 from tai_fsm.runtime.events import DEFAULT_METADATA, build_event, snapshot_doc
+from tai_fsm.runtime.extras import CommitExtras
 from tai_fsm.runtime.host import Host
+from tai_fsm.stores.ops import Append, Op
 
 __all__ = ["Committer", "InstanceCore", "append", "core_of", "restore"]
 
@@ -71,6 +74,7 @@ async def append(
     record: StateSnapshot,
     expected_version: int,
     token: str | None,
+    extra: Sequence[Op] = (),
 ) -> AppendResult:
     """Append ``event`` with its state ``record`` at ``expected_version``. Transient store
     errors are retried (``host.transient_policy``) reusing the same event id: a first attempt
@@ -79,10 +83,19 @@ async def append(
 
     The event's ``from_state`` is exactly the stream's ``to_state`` at ``expected_version``
     (the instance's last commit), so it goes along as ``prior``: the store may keep a large
-    record as a delta against it."""
+    record as a delta against it.
+
+    ``extra``: more operations committed with the append in the same ``Store.commit`` (all
+    or none; see :mod:`tai_fsm.runtime.extras`)."""
     store = host.store
 
     async def attempt() -> AppendResult:
+        if extra:
+            op = Append(event.stream_id, [event], expected_version, record, token,
+                        event.from_state)
+            first = (await store.commit(governor, [op, *extra]))[0]
+            return AppendResult(version=first.version, token=first.token,
+                                already_applied=first.already_applied)
         return await store.append_events(
             governor,
             event.stream_id,
@@ -116,6 +129,7 @@ class _Fired:
     record: StateSnapshot
     record_bytes: bytes
     queued: list[Queued]
+    extra: list[Op]
 
 
 class Committer:
@@ -171,6 +185,21 @@ class Committer:
             return future
         return self._trigger(instance, name, actor, reason, context, payload)
 
+    async def commit_trigger(
+        self,
+        instance: Machine,
+        name: str,
+        *,
+        extras: CommitExtras,
+        actor: str | None = None,
+        reason: str | None = None,
+        context: dict[str, Any] | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> Event:
+        """``instance.trigger(...)`` whose commit also carries ``extras``
+        (:mod:`tai_fsm.runtime.extras`): for hosts such as the worker, never for callbacks."""
+        return await self._trigger(instance, name, actor, reason, context, payload, extras)
+
     def may_trigger(self, instance: Machine, name: str) -> bool:
         core_of(instance)
         return self.compiled.may_fire(instance, arguments.name(name))
@@ -187,6 +216,7 @@ class Committer:
         reason: object,
         context: object,
         payload: object,
+        extras: CommitExtras | None = None,
     ) -> Event:
         args = arguments.trigger_args(name, actor, reason, context, payload)
         core = core_of(instance)
@@ -195,7 +225,7 @@ class Committer:
                 f"the Runtime hosting {instance!r} is closed; open a new one to trigger"
             )
         async with core.get_lock():
-            fired, cancelled = await self._commit(instance, core, args)
+            fired, cancelled = await self._commit(instance, core, args, extras)
         if cancelled:
             # The caller was cancelled while the append was in flight and the event landed:
             # the instance reflects it, and its post-commit hooks still run (in background).
@@ -220,7 +250,8 @@ class Committer:
         return event
 
     async def _commit(
-        self, instance: Machine, core: InstanceCore, args: TriggerArgs
+        self, instance: Machine, core: InstanceCore, args: TriggerArgs,
+        extras: CommitExtras | None = None,
     ) -> tuple[_Fired, bool]:
         """Fire, build and append; on a conflict catch up and re-run after a full-jitter
         backoff (``host.conflict_policy``; each attempt on a fresh copy of the payload).
@@ -236,7 +267,7 @@ class Committer:
                 if stale:
                     await self._catch_up(instance, core)
                     stale = False
-                fired = self._fire(instance, core, args)
+                fired = self._fire(instance, core, args, extras)
             except BaseException as exc:
                 raise _Stop(exc) from None
             try:
@@ -277,7 +308,8 @@ class Committer:
         """Append ``fired``; a cancelled caller waits for the append in flight (it may
         land), then gets ``cancelled=True`` (landed) or ``CancelledError`` (did not)."""
         append_task = asyncio.ensure_future(append(
-            self.host, instance.governor, fired.event, fired.record, core.version, core.token
+            self.host, instance.governor, fired.event, fired.record, core.version, core.token,
+            fired.extra,
         ))
         cancelled = False
         while True:
@@ -309,18 +341,31 @@ class Committer:
         core.load(stored)
         restore(instance, core)
 
-    def _fire(self, instance: Machine, core: InstanceCore, args: TriggerArgs) -> _Fired:
+    def _fire(
+        self, instance: Machine, core: InstanceCore, args: TriggerArgs,
+        extras: CommitExtras | None = None,
+    ) -> _Fired:
         """Run the transition in memory and build the event + new record; on any error
         restore the instance and drop triggers queued by its callbacks. Callbacks get their
         own copy of the payload; the event records the payload as the caller sent it."""
         start = len(core.queue)
         SYNC.core = core
+        extra: list[Op] = []
         try:
+            if extras is not None and extras.check is not None:
+                extras.check(core.committed_record())
             outcome = self.compiled.fire(instance, args.name, loads(args.payload))
             new_data = encode_data(self.machine_cls, instance.data)[1]
             event, record, record_bytes = self._build(
-                instance, core, outcome, new_data, args, loads(args.payload)
+                instance, core, outcome, new_data, args, loads(args.payload),
+                None if extras is None else extras.fired_timer,
             )
+            if extras is not None and extras.ops is not None:
+                extra.extend(extras.ops(event))
+            hooks = self.compiled.post_commit_hooks(outcome)
+            durable = durable_hooks(self.machine_cls, hooks) if hooks else ()
+            if durable:  # recorded with the event: a worker runs them if this process dies
+                extra.extend(effect_ops(self.compiled.spec.name, event, durable))
         except BaseException:
             restore(instance, core)
             cancel(core.queue[start:])
@@ -330,7 +375,7 @@ class Committer:
             SYNC.core = None
         queued = core.queue[start:]
         del core.queue[start:]
-        return _Fired(outcome, event, record, record_bytes, queued)
+        return _Fired(outcome, event, record, record_bytes, queued, extra)
 
     def _build(
         self,
@@ -340,6 +385,7 @@ class Committer:
         new_data: Any,
         args: TriggerArgs,
         payload: dict[str, Any],
+        fired_timer: dict[str, Any] | None = None,
     ) -> tuple[Event, StateSnapshot, bytes]:
         host = self.host
         spec = self.compiled.spec
@@ -355,6 +401,8 @@ class Committer:
         previous_timers = previous.get("timers") or []
         if previous_timers or not self.compiled.timed_states.isdisjoint(outcome.entered):
             timers = next_timers(spec, outcome.dest, outcome.entered, previous_timers, now)
+            if fired_timer is not None:  # a timer fires once, even if its state stays active
+                timers = [t for t in timers if t != fired_timer]
             if timers:
                 record_data["timers"] = timers
         # from_state is exactly the previous event's to_state (see runtime.events)
@@ -394,19 +442,23 @@ class Committer:
         if not hooks:
             return []
         errors: list[BaseException] = []
+        durable = durable_hooks(self.machine_cls, hooks)
         for hook_name in hooks:
-            hook: Callable[[Event], Any] = getattr(instance, hook_name)
+            hook: Callable[..., Any] = getattr(instance, hook_name)
+            key = effect_key(event.id, hook_name) if hook_name in durable else None
             start = len(core.queue)
             try:
                 SYNC.core = core  # a sync hook's own triggers are queued ...
                 try:
-                    result = hook(event)
+                    result = hook(event) if key is None else hook(event, idempotency_key=key)
                 finally:
                     SYNC.core = None
                 queued.extend(core.queue[start:])
                 del core.queue[start:]
                 if inspect.isawaitable(result):
                     await result  # ... an async hook may await its triggers directly
+                if key is not None:  # ran: the pending effect is done (a worker runs it else)
+                    self.host.spawn(complete(self.host.store, instance.governor, key))
             except Exception as exc:  # a hook's failure never undoes the event
                 log.error(
                     "post-commit hook %s of %s %r v%d failed: %r",
