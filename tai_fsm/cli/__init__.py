@@ -24,7 +24,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tai_fsm.cli import definitions, runtime_commands
+    from tai_fsm.cli import definitions, runtime_commands, worker_commands
 
     parser = argparse.ArgumentParser(
         prog="tai-fsm", description="Durable, declarative state machines."
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     definitions.register(sub)
     runtime_commands.register(sub)
+    worker_commands.register(sub)
     return parser
 
 

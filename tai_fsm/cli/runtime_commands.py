@@ -18,7 +18,7 @@ from tai_fsm.definition.durations import parse_duration
 from tai_fsm.definition.loader import load_machines_from_target
 from tai_fsm.errors import IntegrityError, InvalidInput, StateNotFound, shown
 from tai_fsm.records import Event, ensure_utc
-from tai_fsm.runtime import arguments
+from tai_fsm.runtime import arguments, inbox
 from tai_fsm.runtime.codec import record_parts
 from tai_fsm.runtime.history import VerifyReport, rebuild, verify_governor, verify_instance
 from tai_fsm.runtime.runtime import Runtime
@@ -95,16 +95,26 @@ def _event_row(event: Event) -> str:
     return f"{event.version:>6}  {when}  {event.action:<16} {source} -> {dest}  by {who}{reason}"
 
 
-def _show_record(record: dict[str, Any], version: int, as_json: bool, state_id: str) -> None:
+def _show_record(record: dict[str, Any], version: int, as_json: bool, state_id: str,
+                 rejected: list[dict[str, Any]] | None = None) -> None:
     machine, state, data, timers = record_parts(state_id, record)
     if as_json:
-        _dump({"id": state_id, "machine": machine, "state": state, "version": version,
-               "data": data, "timers": timers})
+        shown_json = {"id": state_id, "machine": machine, "state": state, "version": version,
+                      "data": data, "timers": timers}
+        if rejected is not None:
+            shown_json["rejected"] = rejected
+        _dump(shown_json)
         return
     print(f"{state_id}  ({machine})  state={state}  version={version}")
     print(f"  data:   {orjson.dumps(data).decode()}")
     for timer in timers:
         print(f"  timer:  {timer['trigger']} due {timer['due']} (state {timer['state']})")
+    for entry in rejected or []:
+        what = (f"command {entry.get('command_id')}" if entry.get("command_id")
+                else f"timer due {(entry.get('timer') or {}).get('due')}")
+        print(f"  {entry.get('status', 'rejected')}: {entry.get('trigger')} ({what}) in state "
+              f"{entry.get('state')} v{entry.get('version')} at {entry.get('at')}: "
+              f"{entry.get('reason')}")
 
 
 # ---------------------------------------------------------------------- handlers
@@ -124,6 +134,8 @@ async def _send(args: argparse.Namespace) -> int:
     payload = _json_object_arg(args.data, "--data")
     actor = arguments.text(args.actor, "--actor")
     reason = arguments.text(args.reason, "--reason")
+    if args.queue or args.command_id is not None or args.wait is not None:
+        return await _send_queued(args, payload, actor, reason)
     async with _runtime(args) as rt:
         instance = await rt.get(args.id)
         event = await instance.trigger(args.trigger, actor=actor, reason=reason, payload=payload)
@@ -134,10 +146,41 @@ async def _send(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _send_queued(
+    args: argparse.Namespace, payload: dict[str, Any] | None, actor: str | None,
+    reason: str | None,
+) -> int:
+    """``send --queue``: store the command in the inbox for the owning worker."""
+    async with _store(args) as store:
+        receipt = await inbox.send(
+            store, args.governor, args.id, args.trigger, payload, command_id=args.command_id,
+            actor=actor, reason=reason, sender="cli",
+        )
+        status = receipt.status
+        if args.wait is not None and status is not None and not status.done:
+            status = await inbox.wait_for_command(
+                store, args.governor, receipt.command_id, max(0.0, args.wait)
+            )
+    if args.json:
+        _dump({"command_id": receipt.command_id, "instance": receipt.instance,
+               "trigger": receipt.trigger, "duplicate": receipt.duplicate,
+               "status": status.as_dict() if status is not None else None})
+    else:
+        what = "already known" if receipt.duplicate else "queued"
+        print(f"{what}: command {receipt.command_id} {args.trigger} for {args.id}"
+              f" — {status.status if status else 'pending'}"
+              + (f" v{status.version}" if status and status.version else "")
+              + (f": {status.reason}" if status and status.reason else ""))
+    if status is not None and status.status in ("rejected", "failed"):
+        return 1
+    return 0
+
+
 async def _show(args: argparse.Namespace) -> int:
     async with _store(args) as store:
         stored = await store.read_state(args.governor, args.id)
-        _show_record(stored.snapshot.data, stored.version, args.json, args.id)
+        rejected = await inbox.rejections_of(store, args.governor, args.id)
+        _show_record(stored.snapshot.data, stored.version, args.json, args.id, rejected)
     return 0
 
 
@@ -287,12 +330,20 @@ def register(sub: Any) -> None:
     p.add_argument("--data", help="initial data as a JSON object")
     p.add_argument("--actor", help="who is acting (recorded on the event)")
 
-    p = command("send", "fire a trigger on an instance (one committed event)", _sync(_send))
+    p = command("send", "fire a trigger on an instance now (one committed event), or "
+                "--queue it in the inbox for a worker", _sync(_send))
     p.add_argument("id")
     p.add_argument("trigger")
     p.add_argument("--data", help="trigger payload as a JSON object")
     p.add_argument("--actor")
     p.add_argument("--reason")
+    p.add_argument("--queue", action="store_true",
+                   help="store the command in the inbox; the worker owning the instance "
+                   "applies it exactly once (see docs/workers.md)")
+    p.add_argument("--command-id", help="with --queue: the command's id (re-sending it is "
+                   "recognised, never applied twice); default: a random id")
+    p.add_argument("--wait", type=float, metavar="SECONDS",
+                   help="with --queue: wait up to SECONDS for the outcome (exit 1 if rejected)")
 
     p = command("show", "show an instance's current state", _sync(_show))
     p.add_argument("id")

@@ -114,10 +114,12 @@ async def fire_timer(
     timer: Timer,
     *,
     extra_ops: Callable[[Event], Sequence[Op]] | None = None,
+    context: dict[str, Any] | None = None,
 ) -> Event:
     """Fire ``timer`` on ``instance`` through the normal commit path, only while it is
     still pending on the record the trigger fires from (``TimerNotPending`` otherwise,
-    nothing written). ``extra_ops`` go into the same commit (the worker's fence)."""
+    nothing written). ``extra_ops`` go into the same commit (the worker's fence);
+    ``context`` is added to the event's context (which holds ``timer``)."""
     binding = getattr(instance, "_binding", None)
     if not isinstance(binding, Committer):
         raise TaiFsmError(f"{instance!r} is not a live runtime instance")
@@ -135,5 +137,5 @@ async def fire_timer(
         extras=CommitExtras(check=check, ops=extra_ops, fired_timer=dict(timer)),
         actor="timer",
         reason=f"timeout of state {timer.get('state')} (due {timer.get('due')})",
-        context={"timer": dict(timer)},
+        context={**(context or {}), "timer": dict(timer)},
     )

@@ -119,7 +119,8 @@ async def _apply(
             extras=CommitExtras(ops=ops),
             actor=command.actor,
             reason=command.reason,
-            context={**command.context, "command_id": command.command_id},
+            context={**command.context, "command_id": command.command_id,
+                     "fencing_token": fence.fencing_token},
             payload=command.payload,
         )
     except PostCommitHookFailed as exc:
@@ -207,7 +208,8 @@ async def fire_due_timer(
         except StateNotFound:
             return Outcome.DONE
         try:
-            event = await fire_timer(instance, timer, extra_ops=lambda _event: [fence])
+            event = await fire_timer(instance, timer, extra_ops=lambda _event: [fence],
+                                     context={"fencing_token": fence.fencing_token})
         except PostCommitHookFailed as exc:
             event = exc.event
         except TimerNotPending:
