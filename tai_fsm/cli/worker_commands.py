@@ -84,16 +84,19 @@ def register(sub: Any) -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    early: list[int] = []  # a stop asked for while starting up is honoured once started
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, _frame: early.append(number))
     logging.basicConfig(
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
     machines = load_machines_from_target(args.machines)
-    return asyncio.run(_run_worker(args, list(machines.values())))
+    return asyncio.run(_run_worker(args, list(machines.values()), early))
 
 
-async def _run_worker(args: argparse.Namespace, machines: list[Any]) -> int:
+async def _run_worker(args: argparse.Namespace, machines: list[Any], early: list[int]) -> int:
     worker = Worker(
         open_store(args.store),
         machines,
@@ -112,6 +115,9 @@ async def _run_worker(args: argparse.Namespace, machines: list[Any]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.request_stop)
     try:
+        await worker.start()
+        if early:
+            worker.request_stop()
         await worker.run()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):

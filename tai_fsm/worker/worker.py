@@ -155,6 +155,7 @@ class Worker:
         self._heap: list[tuple[datetime, str, tuple[str, str, str, str]]] = []
         self._effects: dict[str, tuple[Effect, int] | None] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self._handovers: set[asyncio.Task[None]] = set()
         self._scan_now = asyncio.Event()
         self._started = False
         self._stopping = False
@@ -218,6 +219,9 @@ class Worker:
         await asyncio.gather(*(t for t in self._loops if t is not current),
                              return_exceptions=True)
         await self._finish_in_flight(self.stop_timeout)
+        for handover in list(self._handovers):
+            handover.cancel()
+        await asyncio.gather(*self._handovers, return_exceptions=True)
         await self.membership.leave()
         for shard in list(self.leases.held):
             await self.leases.release(shard)
@@ -269,21 +273,18 @@ class Worker:
             await self._rebalance()
 
     async def _rebalance(self) -> None:
-        try:
-            await self.membership.beat(self.owned_shards, "running", dict(self.counters))
-        except WorkerReplaced:
-            raise
-        except TaiFsmError as exc:
-            if not exc.is_transient():
-                raise
-            log.warning("worker=%s event=heartbeat_failed error=%r", self.worker_id, exc)
+        """One membership tick: read the live workers, hand over / renew / take shards,
+        then heartbeat (with the shards now held)."""
         peers = [r.worker_id for r in await self.membership.live_peers()]
         if self.worker_id not in peers:
             peers.append(self.worker_id)
         wanted = assign(peers, self.shards).get(self.worker_id, set())
-        for shard in sorted(set(self.leases.held) - wanted):
-            await self._give_up(shard)
-        for shard in sorted(set(self.leases.held) & wanted):
+        for shard in sorted(set(self.leases.held) - wanted - self.leases.draining):
+            self.leases.draining.add(shard)  # no new work for it from here on
+            task = asyncio.get_running_loop().create_task(self._hand_over(shard))
+            self._handovers.add(task)
+            task.add_done_callback(self._handovers.discard)
+        for shard in sorted(self.leases.held):  # draining ones too, until handed over
             if not await self.leases.renew(shard):
                 self._lost(shard)
         gained = [s for s in sorted(wanted - set(self.leases.held))
@@ -292,13 +293,22 @@ class Worker:
             log.info("worker=%s event=shards_taken shards=%s owned=%s", self.worker_id,
                      gained, self.owned_shards)
             self._scan_now.set()
+        try:
+            await self.membership.beat(self.owned_shards, "running", dict(self.counters))
+        except WorkerReplaced:
+            raise
+        except TaiFsmError as exc:
+            if not exc.is_transient():
+                raise
+            log.warning("worker=%s event=heartbeat_failed error=%r", self.worker_id, exc)
 
-    async def _give_up(self, shard: int) -> None:
-        """Hand ``shard`` over: stop new work for it, let its in-flight work finish, release."""
-        self.leases.draining.add(shard)  # no new work for it from here on
+    async def _hand_over(self, shard: int) -> None:
+        """Hand a draining ``shard`` over: let its in-flight work finish, then release."""
         mine = [t for i, t in self._tasks.items() if shard_of(i, self.shards) == shard]
         if mine:
             await asyncio.wait(mine, timeout=self.stop_timeout)
+        if shard not in self.leases.held:
+            return  # lost meanwhile
         await self.leases.release(shard)
         self._forget_shard(shard)
         log.info("worker=%s event=shard_released shard=%d", self.worker_id, shard)
@@ -306,6 +316,7 @@ class Worker:
     def _lost(self, shard: int) -> None:
         log.warning("worker=%s event=shard_lost shard=%d", self.worker_id, shard)
         self.leases.held.pop(shard, None)
+        self.leases.draining.discard(shard)
         self._forget_shard(shard)
 
     def _forget_shard(self, shard: int) -> None:
