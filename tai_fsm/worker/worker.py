@@ -153,6 +153,7 @@ class Worker:
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._timers: dict[str, tuple[int, list[dict[str, Any]]]] = {}
         self._heap: list[tuple[datetime, str, tuple[str, str, str, str]]] = []
+        self._in_heap: set[tuple[str, str, str, str]] = set()
         self._effects: dict[str, tuple[Effect, int] | None] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._handovers: set[asyncio.Task[None]] = set()
@@ -457,15 +458,17 @@ class Worker:
             return
         self._timers[instance_id] = (version, timers)
         for timer in timers:
-            due = due_at(timer)
-            if due is not None:
-                heapq.heappush(self._heap, (due, instance_id, timer_key(instance_id, timer)))
+            due, key = due_at(timer), timer_key(instance_id, timer)
+            if due is not None and key not in self._in_heap:
+                self._in_heap.add(key)
+                heapq.heappush(self._heap, (due, instance_id, key))
 
     async def _timer_loop(self) -> None:
         while True:
             now = self.clock()
             while self._heap and self._heap[0][0] <= now:
                 _, instance_id, key = heapq.heappop(self._heap)
+                self._in_heap.discard(key)
                 known = self._timers.get(instance_id)
                 if known is None or not self._mine(instance_id):
                     continue
