@@ -8,7 +8,9 @@ from tai_fsm.consistency import (
     EventualConsistency,
     LastWriteWinsResolver,
     MergeResolver,
+    ReplicatedStore,
     Resolver,
+    SyncReport,
 )
 from tai_fsm.coordination import Transaction, TransactionManager
 from tai_fsm.definition import (
@@ -104,6 +106,7 @@ __all__ = [
     "PersistenceConfig",
     "PostCommitHookFailed",
     "RecoveryReport",
+    "ReplicatedStore",
     "Resolver",
     "RetryPolicy",
     "Runtime",
@@ -118,6 +121,7 @@ __all__ = [
     "StoreStats",
     "StoreUnavailable",
     "StoredState",
+    "SyncReport",
     "TaiFsmError",
     "Timeout",
     "TimeoutSpec",

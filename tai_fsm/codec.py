@@ -8,6 +8,7 @@ JSON-serialisable, and ``check_size`` enforces the 1 MiB per-record limit every 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import orjson
@@ -32,6 +33,7 @@ MAX_INT = 2**63 - 1
 MIN_INT = -(2**63)
 _OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 _MAX_DEPTH = 200  # orjson refuses nesting deeper than 254
+_LONG_NUMBER = re.compile(rb"\d{19,}")
 
 
 def compact(raw: bytes) -> bytes:
@@ -78,7 +80,10 @@ def json_native(
         raw = None
     if raw is not None:
         decoded = orjson.loads(raw)
-        if decoded == value:
+        # orjson also takes unsigned 64-bit integers; a run of 19+ digits may be one
+        if decoded == value and (_LONG_NUMBER.search(raw) is None or not _first_problem(
+            value, what, 0
+        )):
             return compact(raw), decoded
     problem = _first_problem(value, what, 0) or f"{what} does not survive a JSON round trip"
     raise error(problem)

@@ -20,6 +20,8 @@ __all__ = [
     "DefinitionError",
     "DefinitionProblem",
     "DiagramError",
+    "EmulatorError",
+    "FirestoreRequestFailed",
     "InstanceExists",
     "IntegrityError",
     "InvalidInput",
@@ -309,6 +311,20 @@ class StoreFailure(TaiFsmError):
     def __init__(self, message: str, *, condition: str) -> None:
         super().__init__(message)
         self.condition = condition
+
+
+class FirestoreRequestFailed(StoreFailure):
+    """Firestore refused a request for a reason retrying cannot fix: permissions
+    (grant ``roles/datastore.user``), credentials, a missing index, an unsupported request.
+    ``code`` is the gRPC status name when known."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, condition="refused")
+        self.code = code
+
+
+class EmulatorError(TaiFsmError, RuntimeError):
+    """The Firestore emulator used by the test suite could not be found or started."""
 
 
 class SerializationError(TaiFsmError, ValueError):

@@ -46,6 +46,29 @@ def test_validate_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert captured.err == "3 problem(s) found in 2 file(s)\n"
 
 
+def test_validate_oversized_and_out_of_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as out:  # sparse: refused from its size, never read
+        out.truncate(60 * 1024 * 1024)
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(
+        "name: huge\nversion: 99999999999999999999999999999\ninitial: a\n"
+        "states: [a, {name: b, final: true}]\ntransitions: [{trigger: go, source: a, dest: b}]\n"
+        "data:\n  ratio: {type: number, default: .nan}\n"
+    )
+    assert main(["validate", str(big), str(huge), str(MACHINES / "order.yaml")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        f"{big}: machine file is too large: 62,914,560 bytes; the limit is 4,194,304 bytes (4 MiB)",
+        f"{huge}:2:10: version is an integer beyond 64 bits, which the store cannot hold",
+        f"{huge}:7:34: default of data field 'ratio' is nan, which JSON cannot represent "
+        "(it would become null)",
+    ]
+    assert captured.err == "3 problem(s) found in 3 file(s)\n"
+
+
 def test_validate_duplicate_names_across_paths(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -39,6 +39,8 @@ def test_every_machine_file_validates(path: Path) -> None:
         "name: m\ninitial: a\nstates: [{name: a, timeout: {after: soon, trigger: t}}]\n",
         "name: m\ninitial: a\nstates: [a]\nsnapshot_every: 0\n",
         "name: m\ninitial: a\nstates: [a]\ndata: {n: {type: int}}\n",
+        f"name: m\ninitial: a\nstates: [a, {'b' * 257}]\n",  # names: at most 256 characters
+        f"name: m\ninitial: a\nstates: [a]\ndata: {{{'n' * 257}: integer}}\n",
     ],
 )
 def test_bad_shapes_are_rejected(text: str) -> None:

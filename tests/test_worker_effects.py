@@ -117,3 +117,21 @@ async def test_a_failing_effect_is_retried_then_kept_as_failed(
         stored = await store.read_record(GOV, key, kind=EFFECTS)
         effect = Effect.of(key, stored.snapshot)
         assert effect.attempts == 1 and "courier API is down" in (effect.last_error or "")
+
+
+
+async def test_a_durable_hook_in_a_transaction_is_recorded_with_its_events(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(EFFECT_LOG_ENV, str(tmp_path / "offers.log"))
+    async with Runtime(store, MACHINES, node_id="web", governor=GOV, own_store=False) as rt:
+        a = await rt.create(Parcel, "p-a", {"courier_down": True})
+        b = await rt.create(Parcel, "p-b", {"courier_down": True})
+        with pytest.raises(fsm.PostCommitHookFailed):
+            async with rt.transaction() as tx:
+                first = await tx.trigger(a, "ship")
+                second = await tx.trigger(b, "ship")
+        # both hooks failed after the commit: their effects were committed with the events
+        assert sorted(await _effects(store)) == sorted(
+            [f"{first.id}.notify_courier", f"{second.id}.notify_courier"]
+        )

@@ -48,6 +48,7 @@ import typing
 from typing import Any, get_args, get_origin
 
 import pydantic
+import pydantic_core
 from pydantic import BaseModel
 
 from tai_fsm.definition._common import STATE_CALLBACKS, snake_case, trigger_order
@@ -64,7 +65,7 @@ from tai_fsm.definition.declarations import (
     on_enter_committed,
     on_exit,
 )
-from tai_fsm.definition.locations import SourceMap
+from tai_fsm.definition.locations import SourceMap, class_line
 from tai_fsm.definition.spec import (
     NESTED_SEPARATOR,
     FieldSpec,
@@ -72,6 +73,7 @@ from tai_fsm.definition.spec import (
     MachineSpec,
     StateSpec,
     TransitionSpec,
+    index_states,
 )
 from tai_fsm.definition.validate import validate
 from tai_fsm.errors import DefinitionError
@@ -120,12 +122,13 @@ def _field_type(annotation: object) -> FieldType:
 def fields_from_model(model: type[BaseModel]) -> tuple[FieldSpec, ...]:
     """``FieldSpec``s for a pydantic model's fields: bool -> boolean, int -> integer,
     float -> number, str -> string, list/tuple/set -> array, dict -> object, else any
-    (``X | None`` counts as X; other unions as any); defaults (factories called);
-    ``required`` when there is no default."""
+    (``X | None`` counts as X; other unions as any); defaults (factories called) in the JSON
+    form the store will hold (see :func:`_json_form`); ``required`` when there is no
+    default."""
     found: list[FieldSpec] = []
     for name, info in model.model_fields.items():
         required = info.is_required()
-        default = None if required else info.get_default(call_default_factory=True)
+        default = None if required else _json_form(info.get_default(call_default_factory=True))
         found.append(
             FieldSpec(
                 name=name,
@@ -138,16 +141,24 @@ def fields_from_model(model: type[BaseModel]) -> tuple[FieldSpec, ...]:
     return tuple(found)
 
 
+def _json_form(value: Any) -> Any:
+    """A model field's default as JSON holds it — tuples and sets as lists, datetimes and
+    UUIDs as strings, models as dicts (pydantic's JSON conversion) — so that a class and its
+    YAML twin declare equal defaults. What JSON cannot hold (NaN, infinities, integers beyond
+    64 bits, objects pydantic cannot convert) is kept as it is, for validation to report."""
+    try:
+        return pydantic_core.to_jsonable_python(value)
+    except (pydantic_core.PydanticSerializationError, ValueError):  # ValueError: a cycle
+        return value
+
+
 # ---------------------------------------------------------------------- collection
 def _source_map(cls: type) -> SourceMap:
     module = inspect.getmodule(cls)
     file = getattr(module, "__file__", None)
     line = getattr(cls, "__firstlineno__", None)
     if line is None and file:
-        try:
-            line = inspect.getsourcelines(cls)[1]
-        except (OSError, TypeError):
-            line = None
+        line = class_line(cls)
     source = SourceMap(file=file)
     if isinstance(line, int):
         source.marks[()] = (line, 1)
@@ -253,17 +264,24 @@ class _Collector:
         declared = [t for d in transitions.values() for t in _members(d)]
         offset = len(base.transitions) if base else 0
         positions = {id(t): offset + i for i, t in enumerate(declared)}
+        # Hooks are gathered first (in class order) and applied once, through indexes of
+        # states by path and transitions by trigger: linear in states, transitions and hooks.
+        found_states = index_states(all_states)
+        by_trigger: dict[str, list[int]] = {}
+        for index, transition in enumerate(all_transitions):
+            by_trigger.setdefault(transition.trigger, []).append(index)
+        state_hooks: dict[str, dict[str, list[str]]] = {}
+        transition_hooks: dict[int, dict[str, list[str]]] = {}
         for attr, kind, target in hooks:
             if kind in STATE_CALLBACKS:
                 path = target if isinstance(target, str) else self.paths.get(id(target))
-                found = path is not None and _find(all_states, path)
-                if not found or path is None:
+                if path is None or _lookup_path(path) not in found_states:
                     self.problems.append(f"@{kind} target {target!r} is not a state of this class")
                     continue
-                all_states = _update_state(all_states, path, kind, attr)
+                state_hooks.setdefault(_lookup_path(path), {}).setdefault(kind, []).append(attr)
             else:
                 if isinstance(target, str):
-                    hit = [i for i, t in enumerate(all_transitions) if t.trigger == target]
+                    hit = by_trigger.get(target, [])
                 elif isinstance(target, Transition | TransitionGroup) and all(
                     id(t) in own_decls for t in _members(target)
                 ):
@@ -275,11 +293,15 @@ class _Collector:
                         f"@{kind} target {target!r} is not a trigger of this class"
                     )
                 for index in hit:
-                    current = all_transitions[index]
-                    extended = (*getattr(current, kind), attr)
-                    all_transitions[index] = current.model_copy(update={kind: extended})
+                    transition_hooks.setdefault(index, {}).setdefault(kind, []).append(attr)
         if self.problems:
             raise self.fail()
+        all_states = _with_hooks(all_states, state_hooks, "")
+        for index, kinds in transition_hooks.items():
+            current = all_transitions[index]
+            all_transitions[index] = current.model_copy(
+                update={kind: (*getattr(current, kind), *names) for kind, names in kinds.items()}
+            )
         ordered = tuple(all_transitions[i] for i in trigger_order(all_transitions))
         return MachineSpec(
             name=str(settings.get("name", base.name if base else snake_case(self.cls.__name__))),
@@ -377,26 +399,32 @@ def _members(decl: Transition | TransitionGroup) -> tuple[Transition, ...]:
     return decl.transitions if isinstance(decl, TransitionGroup) else (decl,)
 
 
-def _find(states: tuple[StateSpec, ...], path: str) -> bool:
-    head, _, rest = path.partition(NESTED_SEPARATOR)
-    for state in states:
-        if state.name == head:
-            return not rest or _find(state.children, rest)
-    return False
+def _lookup_path(path: str) -> str:
+    """``path`` as a hook target is looked up: a trailing ``.`` names the state before it."""
+    return path[:-1] if path.endswith(NESTED_SEPARATOR) else path
 
 
-def _update_state(
-    states: tuple[StateSpec, ...], path: str, kind: str, name: str
+def _with_hooks(
+    states: tuple[StateSpec, ...], hooks: dict[str, dict[str, list[str]]], prefix: str
 ) -> tuple[StateSpec, ...]:
-    head, _, rest = path.partition(NESTED_SEPARATOR)
+    """``states`` with the hook names in ``hooks`` (path -> callback kind -> method names)
+    appended to the callbacks of every state at that path (siblings sharing a name too);
+    untouched states are kept as they are. One walk over the states."""
+    if not hooks:
+        return states
     updated: list[StateSpec] = []
     for state in states:
-        if state.name == head:
-            if rest:
-                state = state.model_copy(
-                    update={"children": _update_state(state.children, rest, kind, name)}
-                )
-            else:
-                state = state.model_copy(update={kind: (*getattr(state, kind), name)})
+        if NESTED_SEPARATOR not in state.name:
+            path = prefix + state.name
+            changes: dict[str, Any] = {
+                kind: (*getattr(state, kind), *names) for kind, names in hooks.get(path, {}).items()
+            }
+            children = _with_hooks(state.children, hooks, path + NESTED_SEPARATOR)
+            if children is not state.children:
+                changes["children"] = children
+            if changes:
+                state = state.model_copy(update=changes)
         updated.append(state)
+    if all(new is old for new, old in zip(updated, states, strict=True)):
+        return states
     return tuple(updated)

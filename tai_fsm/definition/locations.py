@@ -11,16 +11,20 @@ Keys are tuples naming a part of the definition:
 * ``("field", name)`` — a declared data field.
 
 A lookup falls back to the longest known prefix of the key, so a problem is always located
-as precisely as the reader recorded.
+as precisely as the reader recorded. :func:`class_line` finds where a class DSL machine was
+declared.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
+import linecache
 from dataclasses import dataclass, field
 
 from tai_fsm.errors import DefinitionProblem
 
-__all__ = ["Key", "SourceMap"]
+__all__ = ["Key", "SourceMap", "class_line"]
 
 Key = tuple[str | int, ...]
 
@@ -44,3 +48,58 @@ class SourceMap:
         """A ``DefinitionProblem`` located at ``key``."""
         line, column = self.position(key)
         return DefinitionProblem(message, file=self.file, line=line, column=column)
+
+
+#: Source file -> (its lines as ``linecache`` holds them, qualname -> line of the class).
+_CLASS_LINES: dict[str, tuple[list[str], dict[str, int]]] = {}
+
+
+def class_line(cls: type) -> int | None:
+    """The line of ``cls``'s ``class`` statement (of its first decorator, if any) — what
+    ``inspect.getsourcelines(cls)[1]`` gives — or None when the source is not available.
+
+    ``inspect`` parses the whole module for each class it is asked about, so a module that
+    declares N machines took time N x its size (800 small classes: minutes). Here each
+    version of a source file is parsed once: its classes' lines are kept, keyed by
+    qualified name, for as long as ``linecache`` holds that version of the file."""
+    line = getattr(cls, "__firstlineno__", None)  # Python 3.13+ records it
+    if isinstance(line, int):
+        return line
+    try:
+        file = inspect.getsourcefile(cls)
+        if file:
+            linecache.checkcache(file)
+            module = inspect.getmodule(cls, file)
+            lines = linecache.getlines(file, module.__dict__ if module else None)
+            if lines:
+                known = _CLASS_LINES.get(file)
+                if known is None or known[0] is not lines:
+                    known = _CLASS_LINES[file] = (lines, _class_lines("".join(lines)))
+                return known[1].get(cls.__qualname__)
+    except (OSError, TypeError, SyntaxError, ValueError, RecursionError):
+        pass
+    try:  # no source file (or an unusual one): ask inspect, as before
+        return inspect.getsourcelines(cls)[1]
+    except (OSError, TypeError):
+        return None
+
+
+def _class_lines(source: str) -> dict[str, int]:
+    """Qualified name -> line of every class in ``source``, first one winning, named as
+    ``inspect`` names them (``f.<locals>.C`` for a class inside a function)."""
+    found: dict[str, int] = {}
+
+    def visit(node: ast.AST, stack: list[str]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                visit(child, [*stack, child.name, "<locals>"])
+            elif isinstance(child, ast.ClassDef):
+                inner = [*stack, child.name]
+                first = child.decorator_list[0].lineno if child.decorator_list else child.lineno
+                found.setdefault(".".join(inner), first)
+                visit(child, inner)
+            else:
+                visit(child, stack)
+
+    visit(ast.parse(source), [])
+    return found

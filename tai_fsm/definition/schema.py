@@ -16,12 +16,13 @@ from typing import Any, get_args
 
 from tai_fsm.definition.durations import DURATION_PATTERN
 from tai_fsm.definition.spec import FieldType
+from tai_fsm.definition.yaml_reader import MAX_NAME_LENGTH
 
 __all__ = ["SCHEMA_ID", "machine_schema"]
 
 SCHEMA_ID = "urn:tai-fsm:schema:machine:1"
 
-_NAME: dict[str, Any] = {"type": "string", "minLength": 1}
+_NAME: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}
 _NAMES: dict[str, Any] = {
     "description": "a method name, or a list of method names of the machine class",
     "oneOf": [_NAME, {"type": "array", "items": _NAME}, {"type": "null"}],
@@ -42,6 +43,7 @@ _SCHEMA: dict[str, Any] = {
         "initial": {
             "type": "string",
             "minLength": 1,
+            "maxLength": MAX_NAME_LENGTH,
             "description": "the initial state (a path such as parent.child for a nested one)",
         },
         "snapshot_every": {"type": "integer", "minimum": 1, "default": 100},
@@ -50,6 +52,7 @@ _SCHEMA: dict[str, Any] = {
         "data": {
             "description": "declared fields of the instance data",
             "type": ["object", "null"],
+            "propertyNames": {"maxLength": MAX_NAME_LENGTH},
             "additionalProperties": {"$ref": "#/$defs/field"},
         },
         "states": {"type": "array", "items": {"$ref": "#/$defs/state"}},
@@ -66,7 +69,12 @@ _SCHEMA: dict[str, Any] = {
         "names": _NAMES,
         "state": {
             "oneOf": [
-                {"type": "string", "minLength": 1, "description": "a plain state"},
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_NAME_LENGTH,
+                    "description": "a plain state",
+                },
                 {
                     "type": "object",
                     "additionalProperties": False,
@@ -91,7 +99,11 @@ _SCHEMA: dict[str, Any] = {
                             "type": ["array", "null"],
                             "items": {"$ref": "#/$defs/state"},
                         },
-                        "initial": {"type": ["string", "null"], "minLength": 1},
+                        "initial": {
+                            "type": ["string", "null"],
+                            "minLength": 1,
+                            "maxLength": MAX_NAME_LENGTH,
+                        },
                         "description": _TEXT,
                     },
                 },
@@ -111,6 +123,7 @@ _SCHEMA: dict[str, Any] = {
                     "description": "the target state; null for an internal transition",
                     "type": ["string", "null"],
                     "minLength": 1,
+                    "maxLength": MAX_NAME_LENGTH,
                 },
                 "conditions": {"$ref": "#/$defs/names"},
                 "unless": {"$ref": "#/$defs/names"},

@@ -11,6 +11,7 @@ instance's ``state``).
 
 from __future__ import annotations
 
+import weakref
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -23,11 +24,16 @@ __all__ = [
     "StateSpec",
     "TimeoutSpec",
     "TransitionSpec",
+    "index_states",
 ]
 
 NESTED_SEPARATOR = "."
 
 FieldType = Literal["string", "integer", "number", "boolean", "array", "object", "any"]
+
+
+#: id(spec) -> (weak reference to the spec, its path index); see MachineSpec.state_index.
+_STATE_INDEXES: dict[int, tuple[weakref.ref[MachineSpec], dict[str, StateSpec]]] = {}
 
 
 class _Spec(BaseModel):
@@ -113,15 +119,23 @@ class MachineSpec(_Spec):
         return names
 
     def find_state(self, path: str) -> StateSpec | None:
-        """The state at ``path`` (``parent.child``), or None."""
-        states = self.states
-        found: StateSpec | None = None
-        for part in path.split(NESTED_SEPARATOR):
-            found = next((s for s in states if s.name == part), None)
-            if found is None:
-                return None
-            states = found.children
-        return found
+        """The state at ``path`` (``parent.child``), or None. Where siblings share a name,
+        the first one declared is found (and only its children are searched). Constant
+        time: see :meth:`state_index`."""
+        return self.state_index().get(path)
+
+    def state_index(self) -> dict[str, StateSpec]:
+        """Every state ``find_state`` can find, by path (see :func:`index_states`; treat it as
+        read-only). Built once per spec and dropped with it (specs are immutable)."""
+        entry = _STATE_INDEXES.get(id(self))
+        if entry is not None and entry[0]() is self:
+            return entry[1]
+        index = index_states(self.states)
+        key = id(self)
+        # The weak reference's callback forgets the index when the spec is collected (before
+        # its id can be reused); replacing an entry drops the old reference and its callback.
+        _STATE_INDEXES[key] = (weakref.ref(self, lambda _: _STATE_INDEXES.pop(key, None)), index)
+        return index
 
     def wildcard_sources(self) -> list[str]:
         """What a ``"*"`` source stands for: every non-final leaf state (children of a
@@ -142,3 +156,24 @@ class MachineSpec(_Spec):
     def triggers(self) -> list[str]:
         """Distinct trigger names, declaration order."""
         return list(dict.fromkeys(t.trigger for t in self.transitions))
+
+
+def index_states(states: tuple[StateSpec, ...]) -> dict[str, StateSpec]:
+    """Every state a path lookup finds, by path, in time linear in the number of states.
+
+    A lookup splits the path at ``.`` and takes, at each level, the *first* sibling of that
+    name: a name containing ``.`` is never found, nor is a later sibling that repeats a name
+    (nor its children)."""
+    index: dict[str, StateSpec] = {}
+
+    def walk(level: tuple[StateSpec, ...], prefix: str) -> None:
+        for state in level:
+            if NESTED_SEPARATOR in state.name:
+                continue
+            path = prefix + state.name
+            if path not in index:
+                index[path] = state
+                walk(state.children, path + NESTED_SEPARATOR)
+
+    walk(states, "")
+    return index

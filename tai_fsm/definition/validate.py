@@ -25,8 +25,15 @@ Rules:
   transition to a different state (a compound state's transitions count for its children);
 * timeouts — ``after`` is positive and some transition with the timeout's trigger applies in
   that state (declared on it, an ancestor, a descendant, or ``"*"``);
-* numbers — ``version``, ``snapshot_every`` and ``snapshot_retention`` are at least 1; a data
-  field's default matches its type and a required field has no default.
+* numbers — ``version``, ``snapshot_every`` and ``snapshot_retention`` are at least 1 and
+  fit in 64 bits; a data field's default matches its type, is plain JSON the store can hold
+  (``codec.json_native``: no NaN/Infinity, no integer beyond 64 bits, anywhere inside it), and
+  a required field has no default.
+
+Time is linear in the size of the spec: transitions are indexed by source (and ``"*"``) once,
+and each rule reads only the groups that apply (see :mod:`tai_fsm.definition._indexes`).
+"Did you mean" hints are given within a budget (``SUGGESTION_BUDGET``), and a transition is
+named with at most ``SHOWN_SOURCES`` sources, so that messages stay linear too.
 
 :func:`check_callbacks` runs when a machine class is bound to the runtime: every callback name
 must resolve, with ``getattr(cls, name)``, to a method (or other routine) of the class.
@@ -42,7 +49,9 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+from tai_fsm.codec import json_native
 from tai_fsm.definition._common import STATE_CALLBACKS, TRANSITION_CALLBACKS
+from tai_fsm.definition._indexes import Duplicates, PathTrie
 from tai_fsm.definition.locations import Key, SourceMap
 from tai_fsm.definition.machine import RESERVED_ATTRIBUTES
 from tai_fsm.definition.spec import (
@@ -67,10 +76,24 @@ __all__ = [
 _MACHINE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,99}")
 
 
+#: Sources a message lists when it names a transition; more are counted, not listed (every
+#: problem of a transition names it, so listing them all would grow with sources squared).
+SHOWN_SOURCES = 10
+#: Work allowed for "did you mean" hints in one validation, in characters compared (a hint
+#: compares a name with every candidate; each comparison is charged both lengths plus 8).
+#: Hints are a courtesy: once the budget is spent, unknown names are reported without one, so
+#: thousands of unknown names in a machine of thousands of states stay linear in time.
+SUGGESTION_BUDGET = 1_000_000
+
+
 def describe_transition(transition: TransitionSpec) -> str:
-    """``transition 'pay' (pending -> paid)`` — how messages name a transition."""
+    """``transition 'pay' (pending -> paid)`` — how messages name a transition (sources past
+    the tenth are counted: ``(a, b, ..., j, ... (25 sources) -> z)``)."""
     dest = "internal" if transition.dest is None else transition.dest
-    source = ", ".join(transition.source) or "no source"
+    sources = transition.source
+    source = ", ".join(sources[:SHOWN_SOURCES]) or "no source"
+    if len(sources) > SHOWN_SOURCES:
+        source += f", ... ({len(sources):,} sources)"
     return f"transition '{transition.trigger}' ({source} -> {dest})"
 
 
@@ -178,11 +201,6 @@ def leaf_of(spec: MachineSpec, path: str) -> str | None:
     return path if state is not None else None
 
 
-def _ancestors(path: str) -> list[str]:
-    parts = path.split(NESTED_SEPARATOR)
-    return [NESTED_SEPARATOR.join(parts[: i + 1]) for i in range(len(parts))]
-
-
 def _name_problem(kind: str, name: str) -> str | None:
     if not name.isidentifier():
         return f"{kind} '{name}' is not a valid Python identifier; use letters, digits and '_'"
@@ -213,11 +231,6 @@ def _callback_name_problem(name: str, role: str) -> str | None:
     return None
 
 
-def _suggest(name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
 def _matches_type(field: FieldSpec, value: Any) -> bool:
     kind = field.type
     if kind == "any":
@@ -240,14 +253,68 @@ class _Validator:
         self.spec = spec
         self.source = source
         self.problems: list[DefinitionProblem] = []
+        self.seen: set[DefinitionProblem] = set()
         self.paths = spec.state_names()
         self.wildcard = spec.wildcard_sources()
         self.path_set = set(self.paths)
+        self.paths_size = sum(map(len, self.paths))
+        self.budget = SUGGESTION_BUDGET
+        self.hints: dict[str, str] = {}
+        self.leaves: dict[str, str | None] = {}
+        # Transitions by explicit source, and those from "*": what every graph rule reads,
+        # instead of scanning all transitions for each state.
+        self.by_source: dict[str, list[int]] = {}
+        self.starred: list[int] = []
+        for index, transition in enumerate(spec.transitions):
+            if "*" in transition.source:
+                self.starred.append(index)
+            for src in dict.fromkeys(transition.source):
+                if src != "*":
+                    self.by_source.setdefault(src, []).append(index)
+        self.sources = PathTrie.of(self.by_source)
+        self.exits: dict[str, tuple[str | None, ...]] = {}
+        self.pairs: set[tuple[str, str]] | None = None  # (trigger, source), on demand
 
     def add(self, message: str, key: Key = ()) -> None:
         problem = self.source.problem(message, key)
-        if problem not in self.problems:
+        if problem not in self.seen:
+            self.seen.add(problem)
             self.problems.append(problem)
+
+    def suggest(self, name: str, options: list[str], size: int | None = None) -> str:
+        """``; did you mean 'x'?`` (or ``""``) for ``name`` among ``options`` (of total length
+        ``size``), while the hint budget lasts (see ``SUGGESTION_BUDGET``)."""
+        among_paths = options is self.paths
+        if among_paths:
+            known = self.hints.get(name)
+            if known is not None:
+                return known
+            size = self.paths_size
+        elif size is None:
+            size = sum(map(len, options))
+        cost = size + (len(name) + 8) * len(options)
+        hint = ""
+        if cost <= self.budget:
+            self.budget -= cost
+            close = difflib.get_close_matches(name, options, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+        if among_paths:
+            self.hints[name] = hint
+        return hint
+
+    def check_json(self, value: Any, what: str, key: Key) -> None:
+        """The store's rule (``codec.json_native``): ``value`` must be plain JSON that reads
+        back equal — no NaN/Infinity, no integer beyond 64 bits."""
+        try:
+            json_native(value, what=what, error=DefinitionError)
+        except DefinitionError as exc:
+            self.add(exc.problems[0].message, key)
+
+    def leaf(self, path: str) -> str | None:
+        """``leaf_of(spec, path)``, remembered."""
+        if path not in self.leaves:
+            self.leaves[path] = leaf_of(self.spec, path)
+        return self.leaves[path]
 
     def run(self) -> list[DefinitionProblem]:
         self.check_machine()
@@ -273,12 +340,14 @@ class _Validator:
         ):
             if value < 1:
                 self.add(f"{key} must be at least 1 (got {value})", (key,))
+            else:
+                self.check_json(value, key, (key,))
         if not spec.states:
             self.add("the machine declares no states", ("states",))
         elif spec.initial not in self.path_set:
             self.add(
                 f"initial state '{spec.initial}' does not exist"
-                + _suggest(spec.initial, self.paths),
+                + self.suggest(spec.initial, self.paths),
                 ("initial",),
             )
 
@@ -305,7 +374,7 @@ class _Validator:
                 elif state.initial not in {c.name for c in state.children}:
                     self.add(
                         f"initial child '{state.initial}' of state '{path}' does not exist"
-                        + _suggest(state.initial, [c.name for c in state.children]),
+                        + self.suggest(state.initial, [c.name for c in state.children]),
                         (*key, "initial"),
                     )
                 self.check_states(state.children, path + NESTED_SEPARATOR)
@@ -337,12 +406,15 @@ class _Validator:
                     f"which is not of type {field.type}",
                     key,
                 )
+            elif field.default is not None:
+                self.check_json(
+                    field.default, f"default of data field '{field.name}'", (*key, "default")
+                )
 
     # ------------------------------------------------------------------ transitions
     def check_transitions(self) -> None:
         top_states = {s.name for s in self.spec.states}
         named: set[str] = set()
-        pairs: dict[tuple[str, str], list[int]] = {}
         for index, transition in enumerate(self.spec.transitions):
             key: Key = ("transition", index)
             what = describe_transition(transition)
@@ -364,7 +436,8 @@ class _Validator:
                 state = self.spec.find_state(src)
                 if state is None:
                     self.add(
-                        f"{what}: source state '{src}' does not exist" + _suggest(src, self.paths),
+                        f"{what}: source state '{src}' does not exist"
+                        + self.suggest(src, self.paths),
                         (*key, "source"),
                     )
                 elif state.final:
@@ -376,7 +449,7 @@ class _Validator:
             if transition.dest is not None and transition.dest not in self.path_set:
                 self.add(
                     f"{what}: dest state '{transition.dest}' does not exist"
-                    + _suggest(transition.dest, self.paths),
+                    + self.suggest(transition.dest, self.paths),
                     (*key, "dest"),
                 )
             for kind in TRANSITION_CALLBACKS:
@@ -384,83 +457,75 @@ class _Validator:
                     bad = _callback_name_problem(name, f"{kind} of {what}")
                     if bad:
                         self.add(bad, (*key, kind))
-            sources = self._expanded_sources(transition.source)
-            for src in sources:
-                pairs.setdefault((transition.trigger, src), []).append(index)
-        self.check_duplicates(pairs)
-
-    def _expanded_sources(self, source: tuple[str, ...]) -> list[str]:
-        """The sources a transition is attached to; ``"*"`` as the engine expands it."""
-        if "*" not in source:
-            return list(dict.fromkeys(source))
-        return list(dict.fromkeys([s for s in source if s != "*"] + self.wildcard))
-
-    def check_duplicates(self, pairs: dict[tuple[str, str], list[int]]) -> None:
-        """A later transition is reported only when an earlier one shadows it from EVERY
-        source it is attached to (then it can never fire)."""
-        transitions = self.spec.transitions
-        shadowed: dict[int, list[str]] = {}
-        for (trigger, src), indices in pairs.items():
-            for position, later in enumerate(indices):
-                guard = (transitions[later].conditions, transitions[later].unless)
-                for earlier in indices[:position]:
-                    earlier_guard = (transitions[earlier].conditions, transitions[earlier].unless)
-                    if earlier_guard == ((), ()):
-                        message = (
-                            f"duplicate transition '{trigger}' from '{src}': an earlier one "
-                            "without conditions always wins, so this one can never fire; "
-                            "add conditions to the earlier one or remove this one"
-                        )
-                    elif earlier_guard == guard:
-                        message = (
-                            f"duplicate transition '{trigger}' from '{src}' with the same "
-                            "conditions as an earlier one; it can never fire"
-                        )
-                    else:
-                        continue
-                    shadowed.setdefault(later, []).append(message)
-                    break
-        for later, messages in shadowed.items():
-            attached = self._expanded_sources(transitions[later].source)
-            if len(messages) >= len(attached):
-                self.add(messages[0], ("transition", later))
+        Duplicates(self.spec.transitions, self.wildcard).report(self.add)
 
     # ------------------------------------------------------------------ graph
-    def applies(self, transition: TransitionSpec, leaf: str) -> bool:
-        return "*" in transition.source or any(a in transition.source for a in _ancestors(leaf))
+    def exits_of(self, source: str, indices: list[int]) -> tuple[str | None, ...]:
+        """Up to two distinct leaves that the transitions ``indices`` (from ``source``) lead
+        to: enough to tell whether one of them leads to a leaf other than a given one."""
+        found = self.exits.get(source)
+        if found is None:
+            targets: list[str | None] = []
+            for index in indices:
+                dest = self.spec.transitions[index].dest
+                if dest is None:
+                    continue
+                target = self.leaf(dest)
+                if target not in targets:
+                    targets.append(target)
+                    if len(targets) == 2:
+                        break
+            found = self.exits[source] = tuple(targets)
+        return found
 
     def check_graph(self) -> None:
         spec = self.spec
-        start = leaf_of(spec, spec.initial) if spec.initial in self.path_set else None
+        transitions = spec.transitions
+        start = self.leaf(spec.initial) if spec.initial in self.path_set else None
         if start is not None:
+            # Reachable leaves: a transition applies in a leaf when it is from "*" or from the
+            # leaf or one of its ancestors. Where it leads does not depend on the leaf, so
+            # each group of transitions (those from "*", those from one source) is followed
+            # once, when the first leaf it applies in is reached.
             reached = {start}
             frontier = [start]
+            followed: set[str] = set()
+            groups: list[list[int]] = [self.starred]
             while frontier:
                 leaf = frontier.pop()
-                for transition in spec.transitions:
-                    if transition.dest is None or not self.applies(transition, leaf):
-                        continue
-                    target = leaf_of(spec, transition.dest)
-                    if target is not None and target not in reached:
-                        reached.add(target)
-                        frontier.append(target)
-            active = {a for leaf in reached for a in _ancestors(leaf)}
+                for src in self.sources.prefixes(leaf):
+                    if src not in followed:
+                        followed.add(src)
+                        groups.append(self.by_source[src])
+                while groups:
+                    for index in groups.pop():
+                        dest = transitions[index].dest
+                        target = None if dest is None else self.leaf(dest)
+                        if target is not None and target not in reached:
+                            reached.add(target)
+                            frontier.append(target)
+            # A state is active when it is a reached leaf or an ancestor of one; report the
+            # inactive states whose parent is active (or that are top level).
+            active = PathTrie.of(reached)
             for path in self.paths:
+                parts = path.split(NESTED_SEPARATOR)
+                depth = sum(1 for _ in active.along(path))
                 parent = path.rpartition(NESTED_SEPARATOR)[0]
-                if path not in active and (not parent or parent in active):
+                if depth < len(parts) and (not parent or depth >= len(parts) - 1):
                     self.add(
                         f"state '{path}' is unreachable from the initial state '{spec.initial}'",
                         ("state", path),
                     )
+        starred_exits = self.exits_of("*", self.starred) if self.starred else ()
         for path, state in walk_states(spec):
             if state.timeout is not None and not state.final:
                 self.check_timeout(path, state.timeout.trigger, state.timeout.after)
             if state.children or state.final:
                 continue
-            if not any(
-                t.dest is not None and self.applies(t, path) and leaf_of(spec, t.dest) != path
-                for t in spec.transitions
-            ):
+            exits = [starred_exits] + [
+                self.exits_of(src, self.by_source[src]) for src in self.sources.prefixes(path)
+            ]
+            if not any(target != path for found in exits for target in found):
                 self.add(
                     f"state '{path}' is not final and has no transition out of it; "
                     "add a transition or mark it final",
@@ -471,16 +536,35 @@ class _Validator:
         key: Key = ("state", path, "timeout")
         if after <= timedelta(0):
             self.add(f"timeout of state '{path}' must be longer than 0", key)
-        inside = path + NESTED_SEPARATOR
-        for transition in self.spec.transitions:
-            if transition.trigger != trigger:
-                continue
-            if self.applies(transition, path) or any(
-                s.startswith(inside) for s in transition.source
-            ):
-                return
-        self.add(
-            f"timeout of state '{path}' fires '{trigger}', but no transition '{trigger}' "
-            f"leaves '{path}'",
-            key,
-        )
+        if not self.timeout_applies(path, trigger):
+            self.add(
+                f"timeout of state '{path}' fires '{trigger}', but no transition '{trigger}' "
+                f"leaves '{path}'",
+                key,
+            )
+
+    def timeout_applies(self, path: str, trigger: str) -> bool:
+        """Some transition ``trigger`` is from ``"*"``, from ``path`` or an ancestor, or from
+        a state below ``path``."""
+        if self.pairs is None:
+            transitions = self.spec.transitions
+            self.pairs = {(transitions[i].trigger, "*") for i in self.starred}
+            for src, indices in self.by_source.items():
+                triggers = {transitions[i].trigger for i in indices}
+                self.pairs.update((t, src) for t in triggers)
+                nodes = list(self.sources.along(src))
+                for node in nodes[:-1]:
+                    if node.below is None:
+                        node.below = set()
+                    node.below.update(triggers)
+        if (trigger, "*") in self.pairs:
+            return True
+        node = self.sources
+        for part in path.split(NESTED_SEPARATOR):
+            found = node.children.get(part)
+            if found is None:
+                return False
+            node = found
+            if node.key is not None and (trigger, node.key) in self.pairs:
+                return True
+        return node.below is not None and trigger in node.below

@@ -8,6 +8,11 @@ later (:func:`tai_fsm.definition.validate.check_callbacks`) — a file never nam
 Every problem — bad YAML, a wrong type, an unknown key (with a "did you mean" hint), a missing
 key, and then every rule of :func:`~tai_fsm.definition.validate.validate` — is reported at once
 in one :class:`~tai_fsm.errors.DefinitionError`, each at ``file:line:column``.
+
+Limits, each checked before the work it bounds: a file of at most ``MAX_FILE_BYTES`` (checked
+before it is read whole or parsed), ``MAX_NODES`` YAML values, ``MAX_STATES`` states nested at
+most ``MAX_DEPTH`` deep, names and state paths of at most ``MAX_NAME_LENGTH`` characters.
+Within them, reading and validating take time linear in the file's size.
 """
 
 from __future__ import annotations
@@ -33,11 +38,13 @@ from tai_fsm.definition.spec import (
 )
 from tai_fsm.definition.validate import validate
 from tai_fsm.definition.yaml_nodes import MAX_NODES, Node, compose_text, describe
-from tai_fsm.errors import DefinitionError, DefinitionProblem, InvalidInput
+from tai_fsm.errors import DefinitionError, DefinitionProblem, InvalidInput, shown
 
 __all__ = [
     "FIELD_KEYS",
     "MACHINE_KEYS",
+    "MAX_FILE_BYTES",
+    "MAX_NAME_LENGTH",
     "STATE_KEYS",
     "TIMEOUT_KEYS",
     "TRANSITION_KEYS",
@@ -63,22 +70,39 @@ TIMEOUT_KEYS = ("after", "trigger")
 FIELD_KEYS = ("type", "default", "required", "description")
 FIELD_TYPES: tuple[str, ...] = get_args(FieldType)
 
+#: Largest machine file, in bytes (4 MiB). A generated chain of 16,000 states with a
+#: transition each is ~1 MB; hand-written machines are a few KB. PyYAML (pure Python, for its
+#: exact positions and messages) reads ~250 KB/s here, so a file at the limit takes seconds;
+#: anything larger is refused before it is read, in constant time.
+MAX_FILE_BYTES = 4 * 1024 * 1024
 #: Deepest nesting of child states, and most states, a file may declare.
 MAX_DEPTH = 16
-MAX_STATES = 5_000
+MAX_STATES = 50_000
+#: Longest name (state, trigger, callback, tag, data field) or state path (``a.b.c``, also as
+#: written in ``initial``, ``source`` and ``dest``). Paths are built by joining names and
+#: every message quotes them, so unbounded names would make the work grow with
+#: (name length x children), not with the file.
+MAX_NAME_LENGTH = 256
 
 _YAML11_BOOLS = frozenset({"yes", "no", "on", "off", "y", "n", "Yes", "No", "On", "Off"})
 
 
 def read_machine_file(path: str | os.PathLike[str]) -> tuple[MachineSpec, SourceMap]:
-    """Read, parse and validate the machine file at ``path``."""
+    """Read, parse and validate the machine file at ``path``. A file larger than
+    ``MAX_FILE_BYTES`` is refused from its size, before it is read."""
     file = str(path)
     try:
-        raw = Path(path).read_bytes()
+        with Path(path).open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                raise _too_large(file, size)
+            raw = handle.read(MAX_FILE_BYTES + 1)  # a pipe or device has no size to check
     except OSError as exc:
         raise DefinitionError(
             f"cannot read machine file: {exc.strerror or exc}", file=file
         ) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise _too_large(file, None)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -97,22 +121,39 @@ def read_machine_text(text: str, file: str | None = None) -> tuple[MachineSpec, 
     return spec, source
 
 
+def _too_large(file: str | None, size: int | None) -> DefinitionError:
+    limit = MAX_FILE_BYTES
+    found = f"{size:,} bytes" if size is not None else f"more than {limit:,} bytes"
+    mib = f" ({limit // 2**20} MiB)" if limit % 2**20 == 0 else ""
+    return DefinitionError(
+        f"machine file is too large: {found}; the limit is {limit:,} bytes{mib}", file=file
+    )
+
+
 def _in_file_order(problems: list[DefinitionProblem]) -> list[DefinitionProblem]:
     return sorted(problems, key=lambda p: (p.line or 0, p.column or 0))
 
 
 def parse_machine_text(text: str, file: str | None = None) -> tuple[MachineSpec, SourceMap]:
     """Parse ``text`` into a spec and its source map, checking shapes, types and keys but not
-    the semantic rules of ``validate`` (the loader runs those)."""
+    the semantic rules of ``validate`` (the loader runs those). Text of more than
+    ``MAX_FILE_BYTES`` (UTF-8) is refused before parsing."""
+    if len(text) > MAX_FILE_BYTES // 4:
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_FILE_BYTES:
+            raise _too_large(file, size)
     root = compose_text(text, file)
     return _Reader(file).machine(root)
 
 
-def to_plain(node: Node | None) -> Any:
+def to_plain(node: Node | None, budget: list[int] | None = None) -> Any:
     """The plain Python data (dicts, lists, scalars) of a node tree, e.g. for JSON Schema
     validation or a field's default. Shared (aliased) parts are copied; a cycle, or a copy
-    larger than ``MAX_NODES`` values (an alias bomb), raises ``DefinitionError``."""
-    budget = [MAX_NODES]
+    larger than ``MAX_NODES`` values (an alias bomb), raises ``DefinitionError``. Several
+    calls may share one ``budget`` (``[values left]``), so that many copies of one aliased
+    value cannot add up to more than one budget's worth of work."""
+    if budget is None:
+        budget = [MAX_NODES]
 
     def walk(item: Node, depth: int) -> Any:
         budget[0] -= 1
@@ -137,6 +178,7 @@ class _Reader:
         self.source = SourceMap(file=file)
         self.problems: list[DefinitionProblem] = []
         self.state_count = 0
+        self.plain_budget = [MAX_NODES]  # shared by every default: see to_plain
 
     # ------------------------------------------------------------------ reporting
     def error(self, at: Node | tuple[int, int] | None, message: str) -> None:
@@ -178,7 +220,11 @@ class _Reader:
         return False
 
     def string(self, node: Node, what: str) -> str | None:
+        """A non-empty string of at most ``MAX_NAME_LENGTH`` characters (names, paths)."""
         if isinstance(node.value, str) and node.value:
+            if len(node.value) > MAX_NAME_LENGTH:
+                self.error(node, _too_long(what, node.value))
+                return None
             return node.value
         shown = "an empty string" if node.value == "" else describe(node)
         self.error(node, f"{what} must be a non-empty string, got {shown}")
@@ -301,7 +347,7 @@ class _Reader:
             return None
         if isinstance(node.value, str):
             name = self.string(node, "state name")
-            if name is not None:
+            if name is not None and self.short_path(node, prefix + name):
                 self.mark(("state", prefix + name), node)
                 return StateSpec(name=name)
             return None
@@ -312,7 +358,7 @@ class _Reader:
         if body is None or not self.require(node, body, "name", "state", "add 'name: <state>'"):
             return None
         name = self.string(body["name"], "state name")
-        if name is None:
+        if name is None or not self.short_path(body["name"], prefix + name):
             return None
         path = prefix + name
         self.mark(("state", path), node)
@@ -343,6 +389,12 @@ class _Reader:
             initial=initial,
             description=self.text(body.get("description"), "description"),
         )
+
+    def short_path(self, node: Node, path: str) -> bool:
+        if len(path) <= MAX_NAME_LENGTH:
+            return True
+        self.error(node, _too_long("state path", path))
+        return False
 
     def timeout(self, node: Node | None, path: str) -> TimeoutSpec | None:
         if node is None or node.value is None:
@@ -434,6 +486,9 @@ class _Reader:
         found: list[FieldSpec] = []
         for name, decl in node.value.items():
             self.mark(("field", name), decl)
+            if len(name) > MAX_NAME_LENGTH:
+                self.error(node.key_marks.get(name, decl), _too_long("data field name", name))
+                continue
             if isinstance(decl.value, str) or decl.value is None:
                 body: dict[str, Node] = {"type": decl} if decl.value is not None else {}
             else:
@@ -456,8 +511,9 @@ class _Reader:
                     continue
             default = None
             if "default" in body:
+                self.mark(("field", name, "default"), body["default"])
                 try:
-                    default = to_plain(body["default"])
+                    default = to_plain(body["default"], self.plain_budget)
                 except DefinitionError as exc:
                     self.error(body["default"], exc.problems[0].message)
                     continue
@@ -473,3 +529,10 @@ class _Reader:
                 )
             )
         return tuple(found)
+
+
+def _too_long(what: str, value: str) -> str:
+    return (
+        f"{what} {shown(value, 60)} is too long ({len(value):,} characters); names and state "
+        f"paths are limited to {MAX_NAME_LENGTH} characters"
+    )

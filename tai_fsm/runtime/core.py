@@ -91,6 +91,16 @@ class InstanceCore:
         self.clock = record.causality
         self.last_hash = record.metadata.context["event_hash"]
 
+    def saved(self) -> tuple[Any, ...]:
+        """The committed state, to put back with :meth:`reset` (a multi-instance
+        transaction advances several cores before it knows whether it commits)."""
+        return (self.committed_state, self.committed_bytes, self.version, self.token,
+                self.timestamp, self.clock, self.last_hash)
+
+    def reset(self, saved: tuple[Any, ...]) -> None:
+        (self.committed_state, self.committed_bytes, self.version, self.token,
+         self.timestamp, self.clock, self.last_hash) = saved
+
     def committed_record(self) -> dict[str, Any]:
         """A fresh copy of the committed ``{"machine", "state", "data"[, "timers"]}``."""
         record: dict[str, Any] = orjson.loads(self.committed_bytes)

@@ -13,11 +13,11 @@ written in the background every ``snapshot_every`` events of a machine (see
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from tai_fsm.definition.machine import Machine
 from tai_fsm.definition.spec import NESTED_SEPARATOR
@@ -34,6 +34,7 @@ from tai_fsm.errors import (
 )
 from tai_fsm.ids import validate_id
 from tai_fsm.records import Event, StoredState, utc_now
+from tai_fsm.retry import RetryPolicy
 from tai_fsm.runtime import arguments, inbox
 from tai_fsm.runtime.codec import next_timers, record_parts
 from tai_fsm.runtime.commit import Committer, append, core_of
@@ -46,9 +47,12 @@ from tai_fsm.runtime.history import (
     verify_instance,
 )
 from tai_fsm.runtime.host import DEFAULT_CONFLICT_RETRIES, DEFAULT_TRANSIENT_RETRIES, Host
+from tai_fsm.runtime.transaction import RuntimeTransaction, run_transaction
 from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, Store
 
 __all__ = ["CREATE_ACTION", "InstanceExists", "RecoveryReport", "Runtime"]
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -370,6 +374,27 @@ class Runtime:
             instance.governor, instance.id, stored.snapshot,
             keep=instance.spec.snapshot_retention,
         )
+
+    def transaction(self, *, lock_timeout: float = 10.0) -> RuntimeTransaction:
+        """``async with rt.transaction() as tx:`` — triggers on several instances
+        (``await tx.trigger(instance, name, ...)``) committed atomically: all their events
+        or none (:mod:`tai_fsm.runtime.transaction`)."""
+        if self._host.closed:
+            raise TaiFsmError("this Runtime is closed; open a new one")
+        return RuntimeTransaction(self._host, lock_timeout=lock_timeout)
+
+    async def run_transaction(
+        self,
+        fn: Callable[[RuntimeTransaction], Awaitable[T]],
+        *,
+        policy: RetryPolicy | None = None,
+    ) -> T:
+        """Run ``fn(tx)`` in a transaction, re-running it (after catching its instances
+        up) when another writer moved one of them; ``TransactionFailed`` when the
+        attempts run out."""
+        if self._host.closed:
+            raise TaiFsmError("this Runtime is closed; open a new one")
+        return await run_transaction(self._host, fn, policy)
 
     async def instances(self, *, governor: str | None = None) -> AsyncIterator[str]:
         """Ids of the instances (state records) in ``governor``."""

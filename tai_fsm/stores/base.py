@@ -60,7 +60,8 @@ from tai_fsm.stores.recordcodec import (
     encode_event_document,
     encode_record,
 )
-from tai_fsm.stores.seed import SeedAPI, replay_events, span_of
+from tai_fsm.stores.seed import SeedAPI
+from tai_fsm.stores.spans import EventSpan, replay_events, span_of
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -81,22 +82,6 @@ class RawRecord:
     version: int
     raw: bytes
     token: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EventSpan:
-    """A run of one stream's events, summarised for replay: how many there are, their first
-    and last version, and the newest one decoded (``None`` when the run is empty)."""
-
-    count: int
-    first_version: int
-    last_version: int
-    last: Event | None
-
-    @property
-    def dense(self) -> bool:
-        """True when no version is missing between the first and the last."""
-        return self.count == 0 or self.last_version - self.first_version + 1 == self.count
 
 
 class Store(SeedAPI, abc.ABC):

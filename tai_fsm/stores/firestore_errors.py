@@ -21,6 +21,7 @@ from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 
 from tai_fsm.errors import (
+    FirestoreRequestFailed,
     InvalidInput,
     OperationTimeout,
     StoreUnavailable,
@@ -48,16 +49,6 @@ _TRANSIENT: tuple[type[Exception], ...] = (
     gexc.Cancelled,
     gexc.BadGateway,
 )
-
-
-class FirestoreRequestFailed(TaiFsmError):
-    """Firestore refused a request for a reason retrying cannot fix: permissions
-    (grant ``roles/datastore.user``), credentials, a missing index, an unsupported request.
-    ``code`` is the gRPC status name when known."""
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _code(exc: BaseException) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from tai_fsm.errors import InvalidInput, StateNotFound
 from tai_fsm.records import (
@@ -16,53 +16,17 @@ from tai_fsm.records import (
     CleanupResult,
     Event,
     StateSnapshot,
-    ensure_utc,
     utc_now,
 )
 from tai_fsm.stores.common import check_id
+from tai_fsm.stores.spans import EventSpan, replay_events
 
 if TYPE_CHECKING:
-    from tai_fsm.stores.base import EventSpan, Store
+    from collections.abc import Awaitable, Callable
 
-__all__ = ["SeedAPI", "replay_events", "span_of"]
+    from tai_fsm.records import AppendResult, StoredState
 
-
-def replay_events(events: Iterable[Event], until: datetime | None = None) -> StateSnapshot:
-    """The state after ``events`` (ordered by version within a stream), ignoring events
-    later than ``until``. Raises ``InvalidInput`` when no event qualifies."""
-    cutoff = ensure_utc(until, "until") if until is not None else None
-    last: Event | None = None
-    for event in sorted(events, key=lambda e: (e.stream_id, e.version, e.timestamp)):
-        if cutoff is not None and event.timestamp > cutoff:
-            continue
-        if last is None or (event.version, event.timestamp) >= (last.version, last.timestamp):
-            last = event
-    if last is None:
-        raise InvalidInput("replay_events needs at least one event at or before 'until'")
-    return last.to_state.model_copy(update={"version": last.version or last.to_state.version})
-
-
-async def span_of(
-    events: AsyncIterator[Event], *, stop_after: datetime | None = None
-) -> EventSpan:
-    """Summarise ``events`` (one stream, version order) as an ``EventSpan``; with
-    ``stop_after``, stop at the first event later than that time."""
-    from tai_fsm.stores.base import EventSpan
-
-    count = first = last_version = 0
-    last: Event | None = None
-    async for event in events:
-        if stop_after is not None and event.timestamp > stop_after:
-            break
-        count += 1
-        first = first or event.version
-        last_version = event.version
-        last = event
-    return EventSpan(count, first, last_version, last)
-
-
-def _store(api: SeedAPI) -> Store:
-    return cast("Store", api)
+__all__ = ["SeedAPI"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +39,19 @@ class SeedAPI:
     """Mixed into :class:`~tai_fsm.stores.base.Store`: the seed's calls, all in terms of the
     Store contract (so every backend has them, checked the same way)."""
 
+    if TYPE_CHECKING:  # the Store calls these are written in (defined by Store itself)
+        read_state: Callable[..., Awaitable[StoredState]]
+        write_state: Callable[..., Awaitable[int]]
+        batch_read_states: Callable[..., Awaitable[dict[str, StoredState]]]
+        append_events: Callable[..., Awaitable[AppendResult]]
+        read_events: Callable[..., AsyncIterator[Event]]
+        read_event_span: Callable[..., Awaitable[EventSpan]]
+        iter_all_events: Callable[..., AsyncIterator[Event]]
+        list_streams: Callable[..., Awaitable[list[str]]]
+        snapshot_versions: Callable[..., Awaitable[list[int]]]
+        save_snapshot: Callable[..., Awaitable[None]]
+        compact_stream: Callable[..., Awaitable[CleanupResult]]
+
     async def save_state(
         self,
         governor: str,
@@ -85,11 +62,11 @@ class SeedAPI:
         """Write unconditionally; returns the new version (1 for a new record)."""
         if metadata is not None:
             snapshot = _with_metadata(snapshot, metadata)
-        return await _store(self).write_state(governor, state_id, snapshot, expected_version=None)
+        return await self.write_state(governor, state_id, snapshot, expected_version=None)
 
     async def get_state(self, governor: str, state_id: str) -> tuple[StateSnapshot, int]:
         """``(snapshot, version)``; ``StateNotFound`` when absent."""
-        stored = await _store(self).read_state(governor, state_id)
+        stored = await self.read_state(governor, state_id)
         return stored.snapshot, stored.version
 
     async def update_state(
@@ -106,12 +83,11 @@ class SeedAPI:
             raise InvalidInput("update_state needs an expected_version", field="expected_version")
         if metadata is not None:
             new = _with_metadata(new, metadata)
-        store = _store(self)
-        return await store.write_state(governor, state_id, new, expected_version=expected_version)
+        return await self.write_state(governor, state_id, new, expected_version=expected_version)
 
     async def exists(self, governor: str, state_id: str) -> bool:
         try:
-            await _store(self).read_state(governor, state_id)
+            await self.read_state(governor, state_id)
         except StateNotFound:
             return False
         return True
@@ -119,7 +95,7 @@ class SeedAPI:
     async def batch_get_states(
         self, governor: str, state_ids: Sequence[str]
     ) -> dict[str, tuple[StateSnapshot, int]]:
-        found = await _store(self).batch_read_states(governor, state_ids)
+        found = await self.batch_read_states(governor, state_ids)
         return {sid: (s.snapshot, s.version) for sid, s in found.items()}
 
     async def log_event(self, governor: str, event: Event) -> Event:
@@ -130,9 +106,8 @@ class SeedAPI:
                 f"log_event needs an Event, got {type(event).__name__}", field="event"
             )
         stream_id = event.stream_id or event.to_state.id
-        store = _store(self)
-        result = await store.append_events(governor, stream_id, [event], expected_version=None)
-        async for stored in _store(self).read_events(
+        result = await self.append_events(governor, stream_id, [event], expected_version=None)
+        async for stored in self.read_events(
             governor, stream_id, after_version=result.version - 1, up_to_version=result.version
         ):
             return stored
@@ -141,7 +116,7 @@ class SeedAPI:
     async def get_all_events(self, governor: str) -> list[Event]:
         """Every event of ``governor`` (stream id, then version order). Loads all into memory:
         prefer ``iter_all_events`` for large governors."""
-        return [event async for event in _store(self).iter_all_events(governor)]
+        return [event async for event in self.iter_all_events(governor)]
 
     @staticmethod
     async def replay_events(
@@ -156,7 +131,7 @@ class SeedAPI:
         """Store a snapshot at ``snapshot.version`` (at least 1)."""
         if isinstance(snapshot, StateSnapshot) and snapshot.version < 1:
             snapshot = snapshot.model_copy(update={"version": 1})
-        await _store(self).save_snapshot(governor, state_id, snapshot)
+        await self.save_snapshot(governor, state_id, snapshot)
 
     async def cleanup_old_data(
         self, governor: str, older_than: timedelta
@@ -174,9 +149,9 @@ class SeedAPI:
             raise InvalidInput("older_than must not be negative", field="older_than")
         cutoff = utc_now() - older_than
         cuts: list[_Cut] = []
-        for stream_id in await _store(self).list_streams(governor):
-            for version in reversed(await _store(self).snapshot_versions(governor, stream_id)):
-                span = await _store(self).read_event_span(
+        for stream_id in await self.list_streams(governor):
+            for version in reversed(await self.snapshot_versions(governor, stream_id)):
+                span = await self.read_event_span(
                     governor, stream_id, after_version=version - 1, up_to_version=version
                 )
                 if span.last is not None and span.last.timestamp < cutoff:
@@ -184,8 +159,7 @@ class SeedAPI:
                     break
         total = CleanupResult()
         for cut in cuts:
-            store = _store(self)
-            done = await store.compact_stream(governor, cut.stream_id, up_to_version=cut.version)
+            done = await self.compact_stream(governor, cut.stream_id, up_to_version=cut.version)
             total = CleanupResult(
                 deleted_events=total.deleted_events + done.deleted_events,
                 deleted_snapshots=total.deleted_snapshots + done.deleted_snapshots,

@@ -31,6 +31,8 @@ from typing import IO, Self
 
 import pytest
 
+from tai_fsm.errors import EmulatorError
+
 __all__ = [
     "EMULATOR_PACKAGE",
     "EmulatorError",
@@ -45,10 +47,6 @@ JAR_ENV = "TAI_FSM_FIRESTORE_JAR"
 HOST_ENV = "FIRESTORE_EMULATOR_HOST"
 _MAIN_CLASS = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
 _JAR_NAME = "cloud-firestore-emulator.jar"
-
-
-class EmulatorError(RuntimeError):
-    """The emulator could not be found, started, or reached."""
 
 
 def find_emulator_jar() -> Path:
