@@ -30,16 +30,14 @@ Logs are ``key=value`` lines on the ``tai_fsm.worker`` logger.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import os
 import socket
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -48,12 +46,12 @@ from tai_fsm.errors import InvalidInput, TaiFsmError
 from tai_fsm.ids import validate_id
 from tai_fsm.records import utc_now
 from tai_fsm.runtime.core import core_of
-from tai_fsm.runtime.effects import EFFECTS, Effect
-from tai_fsm.runtime.inbox import INBOX, INBOX_DONE, Command
+from tai_fsm.runtime.effects import Effect
+from tai_fsm.runtime.inbox import Command
 from tai_fsm.runtime.runtime import Runtime
-from tai_fsm.runtime.timers import due_at, pending_timers, scan_timers, timer_key
+from tai_fsm.runtime.timers import pending_timers
 from tai_fsm.stores.base import Store
-from tai_fsm.stores.ops import Delete
+from tai_fsm.worker.feeds import EffectFeed, InboxFeed, TimerIndex, clean_outcomes
 from tai_fsm.worker.items import Context, Outcome, apply_command, fire_due_timer, run_effect
 from tai_fsm.worker.membership import Membership, ShardLeases, WorkerReplaced
 from tai_fsm.worker.resident import Resident
@@ -62,9 +60,6 @@ from tai_fsm.worker.shards import DEFAULT_SHARDS, MAX_SHARDS, assign, shard_of
 __all__ = ["Worker"]
 
 log = logging.getLogger("tai_fsm.worker")
-
-_READ_BATCH = 500
-_FINISHED_KEPT = 100_000
 
 
 def _positive(value: object, name: str, *, integer: bool = False) -> Any:
@@ -149,12 +144,9 @@ class Worker:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._backoff: dict[str, float] = {}
         self._sem: asyncio.Semaphore | None = None
-        self._commands: dict[str, Command | None] = {}
-        self._finished: OrderedDict[str, None] = OrderedDict()
-        self._timers: dict[str, tuple[int, list[dict[str, Any]]]] = {}
-        self._heap: list[tuple[datetime, str, tuple[str, str, str, str]]] = []
-        self._in_heap: set[tuple[str, str, str, str]] = set()
-        self._effects: dict[str, tuple[Effect, int] | None] = {}
+        self.inbox = InboxFeed(store, self.governor)
+        self.effects = EffectFeed(store, self.governor, self.effect_grace)
+        self.timers = TimerIndex(store, self.governor)
         self._loops: list[asyncio.Task[None]] = []
         self._handovers: set[asyncio.Task[None]] = set()
         self._scan_now = asyncio.Event()
@@ -325,8 +317,7 @@ class Worker:
             return shard_of(instance_id, self.shards) == shard
 
         self.resident.drop_where(in_shard)
-        for instance_id in [i for i in self._timers if in_shard(i)]:
-            del self._timers[instance_id]
+        self.timers.drop_where(in_shard)
         for instance_id in [i for i in self._work if in_shard(i)]:
             if instance_id not in self._tasks:
                 del self._work[instance_id]
@@ -379,7 +370,7 @@ class Worker:
             outcome = await apply_command(self._ctx, command, shard)
             if outcome is not Outcome.RETRY:
                 work.commands.pop(command.command_id, None)
-                self._finish(command.command_id)
+                self.inbox.finished(command.command_id)
             return outcome
         if work.timers:
             key, timer = next(iter(work.timers.items()))
@@ -389,98 +380,58 @@ class Worker:
         effect_id, (effect, version) = next(iter(work.effects.items()))
         outcome = await run_effect(self._ctx, effect, version, shard)
         work.effects.pop(effect_id, None)
-        self._effects.pop(effect_id, None)
+        self.effects.forget(effect_id)
         return outcome
 
-    def _finish(self, command_id: str) -> None:
-        self._finished[command_id] = None
-        self._commands.pop(command_id, None)
-        while len(self._finished) > _FINISHED_KEPT:
-            self._finished.popitem(last=False)
-
-    # ------------------------------------------------------------------ inbox
-    async def _inbox_loop(self) -> None:
+    # ------------------------------------------------------------------ feeds
+    async def _every(self, seconds: float, work: Any, what: str) -> None:
+        """Run ``work()`` every ``seconds``; transient store errors are logged, not fatal."""
         while True:
             try:
-                await self._poll_inbox()
+                await work()
             except TaiFsmError as exc:
                 if not exc.is_transient():
                     raise
-                log.warning("worker=%s event=inbox_poll_failed error=%r", self.worker_id, exc)
-            await asyncio.sleep(self.poll_interval)
+                log.warning("worker=%s event=%s_failed error=%r", self.worker_id, what, exc)
+            await asyncio.sleep(seconds)
+
+    async def _inbox_loop(self) -> None:
+        await self._every(self.poll_interval, self._poll_inbox, "inbox_poll")
 
     async def _poll_inbox(self) -> None:
         if not self.leases.held:
             return
-        ids = [i async for i in self.store.list_records(self.governor, kind=INBOX)]
-        listed = set(ids)
-        for command_id in [c for c in self._commands if c not in listed]:
-            del self._commands[command_id]
-        unknown = [i for i in ids if i not in self._commands and i not in self._finished]
-        for start in range(0, len(unknown), _READ_BATCH):
-            chunk = unknown[start:start + _READ_BATCH]
-            found = await self.store.batch_read_records(self.governor, chunk, kind=INBOX)
-            for command_id in chunk:
-                stored = found.get(command_id)
-                if stored is None:
-                    continue  # done meanwhile
-                try:
-                    self._commands[command_id] = Command.of(command_id, stored.snapshot,
-                                                            stored.version)
-                except TaiFsmError as exc:
-                    log.error("worker=%s event=bad_command command=%s error=%s",
-                              self.worker_id, command_id, exc)
-                    self._commands[command_id] = None
-        for command_id in ids:
-            command = self._commands.get(command_id)
-            if command is None or command_id in self._finished:
-                continue
-            if not self._mine(command.instance):
-                continue
+        for command in await self.inbox.poll(self._mine):
             work = self._work.setdefault(command.instance, _Work())
-            work.commands.setdefault(command_id, command)
+            work.commands.setdefault(command.command_id, command)
             self._submit(command.instance)
 
-    # ------------------------------------------------------------------ timers
+    async def _effect_loop(self) -> None:
+        await self._every(self.effect_scan_interval, self._poll_effects, "effect_poll")
+
+    async def _poll_effects(self) -> None:
+        if not self.leases.held:
+            return
+        for effect, version in await self.effects.poll(self._mine, self.clock()):
+            work = self._work.setdefault(effect.instance, _Work())
+            work.effects.setdefault(effect.key, (effect, version))
+            self._submit(effect.instance)
+
     def _index(self, instance: Machine) -> None:
         """Index the timers ``instance`` holds now (after a commit of this worker)."""
         core = core_of(instance)
-        self._set_timers(instance.id, core.version,
-                         pending_timers(core.committed_record()), replace=True)
-
-    def _set_timers(self, instance_id: str, version: int, timers: list[dict[str, Any]],
-                    *, replace: bool) -> None:
-        known = self._timers.get(instance_id)
-        if known is not None and known[0] > version and not replace:
-            return  # the index already has something newer than this scan read
-        if not timers:
-            self._timers.pop(instance_id, None)
-            return
-        self._timers[instance_id] = (version, timers)
-        for timer in timers:
-            due, key = due_at(timer), timer_key(instance_id, timer)
-            if due is not None and key not in self._in_heap:
-                self._in_heap.add(key)
-                heapq.heappush(self._heap, (due, instance_id, key))
+        self.timers.set(instance.id, core.version, pending_timers(core.committed_record()))
 
     async def _timer_loop(self) -> None:
         while True:
             now = self.clock()
-            while self._heap and self._heap[0][0] <= now:
-                _, instance_id, key = heapq.heappop(self._heap)
-                self._in_heap.discard(key)
-                known = self._timers.get(instance_id)
-                if known is None or not self._mine(instance_id):
-                    continue
-                timer = next((t for t in known[1] if timer_key(instance_id, t) == key), None)
-                if timer is None:
-                    continue  # fired or cancelled since
+            for instance_id, key, timer in self.timers.pop_due(now, self._mine):
                 work = self._work.setdefault(instance_id, _Work())
                 work.timers.setdefault(key, timer)
                 self._submit(instance_id)
-            delay = 0.25
-            if self._heap:
-                delay = max(0.005, min(delay, (self._heap[0][0] - now).total_seconds()))
+            delay, next_due = 0.25, self.timers.next_due()
+            if next_due is not None:
+                delay = max(0.005, min(delay, (next_due - now).total_seconds()))
             await asyncio.sleep(delay)
 
     async def _scan_loop(self) -> None:
@@ -490,107 +441,26 @@ class Worker:
             except TimeoutError:
                 pass
             self._scan_now.clear()
+            if not self.leases.held:
+                continue
             try:
-                await self._scan_timers()
+                started = time.perf_counter()
+                found = await self.timers.scan(self._mine, keep=self._tasks.__contains__)
+                log.debug("worker=%s event=timer_scan instances_with_timers=%d seconds=%.3f",
+                          self.worker_id, found, time.perf_counter() - started)
             except TaiFsmError as exc:
                 if not exc.is_transient():
                     raise
                 log.warning("worker=%s event=timer_scan_failed error=%r", self.worker_id, exc)
 
-    async def _scan_timers(self) -> None:
-        if not self.leases.held:
-            return
-        started = time.perf_counter()
-        seen: set[str] = set()
-        async for instance_id, version, timers in scan_timers(
-            self.store, self.governor, self._mine
-        ):
-            seen.add(instance_id)
-            self._set_timers(instance_id, version, timers, replace=False)
-        for instance_id in [i for i in self._timers if i not in seen and self._mine(i)]:
-            if instance_id not in self._tasks:
-                del self._timers[instance_id]
-        log.debug("worker=%s event=timer_scan instances_with_timers=%d seconds=%.3f",
-                  self.worker_id, len(seen), time.perf_counter() - started)
-        # the heap fires what is due at its next tick (a timer due while no worker ran
-        # fires as soon as the shard is taken and scanned)
-
-    # ------------------------------------------------------------------ effects
-    async def _effect_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.effect_scan_interval)
-            try:
-                await self._poll_effects()
-            except TaiFsmError as exc:
-                if not exc.is_transient():
-                    raise
-                log.warning("worker=%s event=effect_poll_failed error=%r", self.worker_id, exc)
-
-    async def _poll_effects(self) -> None:
-        if not self.leases.held:
-            return
-        ids = [i async for i in self.store.list_records(self.governor, kind=EFFECTS)]
-        listed = set(ids)
-        for key in [k for k in self._effects if k not in listed]:
-            del self._effects[key]
-        now = self.clock()
-        grace = timedelta(seconds=self.effect_grace)
-        unknown = [i for i in ids if i not in self._effects]
-        for start in range(0, len(unknown), _READ_BATCH):
-            chunk = unknown[start:start + _READ_BATCH]
-            found = await self.store.batch_read_records(self.governor, chunk, kind=EFFECTS)
-            for key in chunk:
-                stored = found.get(key)
-                if stored is None:
-                    continue
-                try:
-                    self._effects[key] = (Effect.of(key, stored.snapshot), stored.version)
-                except TaiFsmError as exc:
-                    log.error("worker=%s event=bad_effect key=%s error=%s", self.worker_id,
-                              key, exc)
-                    self._effects[key] = None
-        for key in ids:
-            known = self._effects.get(key)
-            if known is None:
-                continue
-            effect, version = known
-            if effect.status != "pending" or effect.created_at + grace > now or (
-                effect.next_at is not None and effect.next_at > now
-            ) or not self._mine(effect.instance):
-                continue
-            work = self._work.setdefault(effect.instance, _Work())
-            work.effects.setdefault(key, (effect, version))
-            self._submit(effect.instance)
-
-    # ------------------------------------------------------------------ janitor
     async def _janitor_loop(self) -> None:
-        while True:
+        async def clean() -> None:
             await asyncio.sleep(60.0)
-            try:
-                await self._clean_outcomes()
-            except TaiFsmError as exc:
-                log.warning("worker=%s event=janitor_failed error=%r", self.worker_id, exc)
-
-    async def _clean_outcomes(self) -> None:
-        """Delete outcome records of this worker's shards older than ``dedupe_window``."""
-        cutoff = self.clock() - self.dedupe_window
-        ids = [i async for i in self.store.list_records(self.governor, kind=INBOX_DONE)]
-        for start in range(0, len(ids), _READ_BATCH):
-            found = await self.store.batch_read_records(
-                self.governor, ids[start:start + _READ_BATCH], kind=INBOX_DONE
+            deleted = await clean_outcomes(
+                self.store, self.governor, self.clock() - self.dedupe_window, self._mine,
+                lambda instance: self.leases.fence(shard_of(instance, self.shards)),
             )
-            for command_id, stored in found.items():
-                data = stored.snapshot.data if isinstance(stored.snapshot.data, dict) else {}
-                instance = data.get("instance")
-                if not isinstance(instance, str) or not self._mine(instance):
-                    continue
-                finished = stored.snapshot.timestamp
-                if finished >= cutoff:
-                    continue
-                fence = self.leases.fence(shard_of(instance, self.shards))
-                try:
-                    await self.store.commit(self.governor, [
-                        Delete(command_id, stored.version, kind=INBOX_DONE), fence,
-                    ])
-                except TaiFsmError:
-                    continue
+            if deleted:
+                log.info("worker=%s event=outcomes_deleted count=%d", self.worker_id, deleted)
+
+        await self._every(0.0, clean, "janitor")
