@@ -73,7 +73,8 @@ class InboxFeed:
                 except TaiFsmError as exc:
                     log.error("event=bad_command command=%s error=%s", command_id, exc)
                     self._known[command_id] = None
-        commands = [self._known.get(i) for i in ids if i not in self._finished]
+        finished, known = self._finished, self._known
+        commands = [known.get(i) for i in ids if i not in finished]
         return [c for c in commands if c is not None and mine(c.instance)]
 
 

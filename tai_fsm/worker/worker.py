@@ -35,7 +35,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
@@ -141,6 +141,7 @@ class Worker:
             count=self._count, clock=self.clock, effect_max_attempts=effect_max_attempts,
         )
         self._work: dict[str, _Work] = {}
+        self._shards_of: dict[str, int] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._backoff: dict[str, float] = {}
         self._sem: asyncio.Semaphore | None = None
@@ -323,7 +324,20 @@ class Worker:
                 del self._work[instance_id]
 
     def _mine(self, instance_id: str) -> bool:
-        return self.leases.active(shard_of(instance_id, self.shards))
+        return self.leases.active(self._shard(instance_id))
+
+    def _shard(self, instance_id: str) -> int:
+        shard = self._shards_of.get(instance_id)
+        if shard is None:
+            if len(self._shards_of) > 4 * self.max_resident:
+                self._shards_of.clear()
+            shard = self._shards_of[instance_id] = shard_of(instance_id, self.shards)
+        return shard
+
+    def _mine_now(self) -> Callable[[str], bool]:
+        """``_mine`` for one pass over many ids: the active shards are judged once."""
+        active = {s for s in self.leases.held if self.leases.active(s)}
+        return lambda instance_id: self._shard(instance_id) in active
 
     # ------------------------------------------------------------------ scheduling
     async def _instance(self, instance_id: str) -> Machine:
@@ -401,7 +415,7 @@ class Worker:
     async def _poll_inbox(self) -> None:
         if not self.leases.held:
             return
-        for command in await self.inbox.poll(self._mine):
+        for command in await self.inbox.poll(self._mine_now()):
             work = self._work.setdefault(command.instance, _Work())
             work.commands.setdefault(command.command_id, command)
             self._submit(command.instance)
@@ -412,7 +426,7 @@ class Worker:
     async def _poll_effects(self) -> None:
         if not self.leases.held:
             return
-        for effect, version in await self.effects.poll(self._mine, self.clock()):
+        for effect, version in await self.effects.poll(self._mine_now(), self.clock()):
             work = self._work.setdefault(effect.instance, _Work())
             work.effects.setdefault(effect.key, (effect, version))
             self._submit(effect.instance)
@@ -425,7 +439,7 @@ class Worker:
     async def _timer_loop(self) -> None:
         while True:
             now = self.clock()
-            for instance_id, key, timer in self.timers.pop_due(now, self._mine):
+            for instance_id, key, timer in self.timers.pop_due(now, self._mine_now()):
                 work = self._work.setdefault(instance_id, _Work())
                 work.timers.setdefault(key, timer)
                 self._submit(instance_id)
@@ -445,7 +459,8 @@ class Worker:
                 continue
             try:
                 started = time.perf_counter()
-                found = await self.timers.scan(self._mine, keep=self._tasks.__contains__)
+                found = await self.timers.scan(self._mine_now(),
+                                               keep=self._tasks.__contains__)
                 log.debug("worker=%s event=timer_scan instances_with_timers=%d seconds=%.3f",
                           self.worker_id, found, time.perf_counter() - started)
             except TaiFsmError as exc:
