@@ -77,6 +77,7 @@ from tai_fsm.runtime.persister import (
 from tai_fsm.runtime.runtime import RecoveryReport, Runtime
 from tai_fsm.stores.base import Store
 from tai_fsm.stores.url import open_store
+from tai_fsm.worker import Worker
 
 __version__ = "0.1.0"
 
@@ -135,6 +136,7 @@ __all__ = [
     "VectorClock",
     "VerifyReport",
     "VersionConflict",
+    "Worker",
     "__version__",
     "after",
     "after_commit",

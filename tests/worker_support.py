@@ -53,7 +53,8 @@ def start_worker_process(
     cmd = [sys.executable, "-m", "tai_fsm.cli", "worker", "--store", store_url,
            "--governor", governor, "--machines", "worker_machines", "--id", worker_id,
            "--shards", "4", "--lease-ttl", "1.5", "--poll-interval", "0.02",
-           "--timer-scan-interval", "0.5", "--effect-grace", "0.3", *args]
+           "--timer-scan-interval", "0.5", "--effect-grace", "0.3", "--stop-timeout", "3",
+           *args]
     with log.open("ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=out, env=env(**extra_env),
                                 cwd=str(TESTS))

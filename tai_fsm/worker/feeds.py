@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,27 +38,40 @@ TimerKey = tuple[str, str, str, str]
 
 
 class InboxFeed:
-    """Pending commands of the worker's shards."""
+    """Pending commands of the worker's shards. Each command is handed out once (a poll
+    costs O(new commands) in the worker, not O(backlog)); the worker hands back what it
+    dropped without finishing (:meth:`rehand`)."""
 
     def __init__(self, store: Store, governor: str) -> None:
         self.store = store
         self.governor = governor
         self._known: dict[str, Command | None] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
+        self._handed: set[str] = set()
 
     def finished(self, command_id: str) -> None:
         """``command_id`` is done: never hand it out again (a listing may lag)."""
         self._finished[command_id] = None
         self._known.pop(command_id, None)
+        self._handed.discard(command_id)
         while len(self._finished) > _FINISHED_KEPT:
             self._finished.popitem(last=False)
 
+    def rehand(self, command_ids: Iterable[str] | None = None) -> None:
+        """Hand these commands (None: every pending one) out again at the next poll."""
+        if command_ids is None:
+            self._handed.clear()
+        else:
+            self._handed.difference_update(command_ids)
+
     async def poll(self, mine: Mine) -> list[Command]:
-        """The pending commands of instances ``mine`` accepts, in listing order."""
+        """The pending commands of instances ``mine`` accepts not handed out yet, in
+        listing order."""
         ids = [i async for i in self.store.list_records(self.governor, kind=INBOX)]
         listed = set(ids)
         for command_id in [c for c in self._known if c not in listed]:
             del self._known[command_id]
+        self._handed &= listed
         unknown = [i for i in ids if i not in self._known and i not in self._finished]
         for start in range(0, len(unknown), _READ_BATCH):
             chunk = unknown[start:start + _READ_BATCH]
@@ -73,9 +86,11 @@ class InboxFeed:
                 except TaiFsmError as exc:
                     log.error("event=bad_command command=%s error=%s", command_id, exc)
                     self._known[command_id] = None
-        finished, known = self._finished, self._known
-        commands = [known.get(i) for i in ids if i not in finished]
-        return [c for c in commands if c is not None and mine(c.instance)]
+        finished, known, handed = self._finished, self._known, self._handed
+        commands = [known.get(i) for i in ids if i not in handed and i not in finished]
+        fresh = [c for c in commands if c is not None and mine(c.instance)]
+        handed.update(c.command_id for c in fresh)
+        return fresh
 
 
 class EffectFeed:
@@ -86,9 +101,15 @@ class EffectFeed:
         self.governor = governor
         self.grace = timedelta(seconds=grace)
         self._known: dict[str, tuple[Effect, int] | None] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
 
-    def forget(self, key: str) -> None:
+    def finished(self, key: str) -> None:
+        """The effect ``key`` was handled (ran, or its failure recorded): a listing read
+        before that must not offer it again."""
         self._known.pop(key, None)
+        self._finished[key] = None
+        while len(self._finished) > _FINISHED_KEPT:
+            self._finished.popitem(last=False)
 
     async def poll(self, mine: Mine, now: datetime) -> list[tuple[Effect, int]]:
         """Effects still pending ``grace`` after their event, not backing off, of
@@ -97,7 +118,7 @@ class EffectFeed:
         listed = set(ids)
         for key in [k for k in self._known if k not in listed]:
             del self._known[key]
-        unknown = [i for i in ids if i not in self._known]
+        unknown = [i for i in ids if i not in self._known and i not in self._finished]
         for start in range(0, len(unknown), _READ_BATCH):
             chunk = unknown[start:start + _READ_BATCH]
             found = await self.store.batch_read_records(self.governor, chunk, kind=EFFECTS)
@@ -113,7 +134,7 @@ class EffectFeed:
         due = []
         for key in ids:
             known = self._known.get(key)
-            if known is None:
+            if known is None or key in self._finished:
                 continue
             effect = known[0]
             if effect.status != "pending" or effect.created_at + self.grace > now or (

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tai_fsm.coordination.leases import Lease
 from tai_fsm.coordination.manager import TransactionManager
 from tai_fsm.errors import (
     IntegrityError,
@@ -47,7 +48,7 @@ from tai_fsm.errors import (
 )
 from tai_fsm.records import DistributedLock, StateSnapshot
 from tai_fsm.stores.base import Store
-from tai_fsm.stores.ops import Delete, Fence, Put
+from tai_fsm.stores.ops import LOCKS, Delete, Fence, Put
 from tai_fsm.worker.shards import lease_resource
 
 __all__ = [
@@ -330,6 +331,56 @@ class ShardLeases:
             return False
         self.held[shard] = lock
         return True
+
+    async def renew_all(self) -> list[int]:
+        """Extend every held lease in ONE commit (one batched read, one write: renewals
+        must not queue behind a busy store's traffic one by one). Returns the shards found
+        lost (expired, released or taken over), which are forgotten. On a lost race the
+        leases are renewed one by one; a transient store error keeps them (``active``
+        still ends each at its expiry). The caller forgets the lost ones."""
+        if not self.held:
+            return []
+        resources = {lease_resource(shard): shard for shard in sorted(self.held)}
+        found = await self.tm.store.batch_read_records(
+            self.tm.governor, list(resources), kind=LOCKS
+        )
+        now = self.clock()
+        lost: list[int] = []
+        renewals: list[tuple[int, Lease, Put]] = []
+        for resource, shard in resources.items():
+            held = self.held.get(shard)
+            if held is None:
+                continue  # released meanwhile (a hand-over)
+            stored = found.get(resource)
+            lease = Lease.of(resource, None if stored is None else stored.snapshot)
+            if stored is None or lease.lock_token != held.lock_token or not lease.held(now):
+                lost.append(shard)
+                continue
+            renewed = lease.renewed(now, self.ttl)
+            renewals.append((shard, renewed, Put(resource, renewed.snapshot(), stored.version,
+                                                 stored.token, kind=LOCKS)))
+        if renewals:
+            try:
+                await self.tm.store.commit(self.tm.governor, [put for _, _, put in renewals])
+            except VersionConflict:
+                for shard, _, _ in renewals:
+                    lock = self.held.get(shard)
+                    if lock is None:
+                        continue
+                    try:
+                        self.held[shard] = await self.tm.renew(lock, self.ttl)
+                    except LockNotHeld:
+                        lost.append(shard)
+            except TaiFsmError as exc:
+                if not exc.is_transient():
+                    raise
+                log.warning("event=lease_renew_failed shards=%s error=%r",
+                            [s for s, _, _ in renewals], exc)
+            else:
+                for shard, renewed, _ in renewals:
+                    if shard in self.held:
+                        self.held[shard] = renewed.as_lock()
+        return sorted(set(lost))
 
     async def renew(self, shard: int) -> bool:
         """Extend ``shard``'s lease; False (and forgotten) when it was lost. A transient

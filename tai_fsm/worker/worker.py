@@ -30,6 +30,7 @@ Logs are ``key=value`` lines on the ``tai_fsm.worker`` logger.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import socket
@@ -60,6 +61,9 @@ from tai_fsm.worker.shards import DEFAULT_SHARDS, MAX_SHARDS, assign, shard_of
 __all__ = ["Worker"]
 
 log = logging.getLogger("tai_fsm.worker")
+
+#: Seconds before an instance whose item failed with a transient error is tried again.
+_RETRY_AFTER = 1.0
 
 
 def _positive(value: object, name: str, *, integer: bool = False) -> Any:
@@ -206,6 +210,9 @@ class Worker:
         self._stopping = True
         started = time.monotonic()
         log.info("worker=%s event=stopping in_flight=%d", self.worker_id, len(self._tasks))
+        watchdog = asyncio.get_running_loop().call_later(
+            self.stop_timeout, self._log_waits, "stop is slow"
+        )
         current = asyncio.current_task()
         for loop in self._loops:
             if loop is not current:
@@ -216,16 +223,37 @@ class Worker:
         for handover in list(self._handovers):
             handover.cancel()
         await asyncio.gather(*self._handovers, return_exceptions=True)
-        await self.membership.leave()
-        for shard in list(self.leases.held):
-            await self.leases.release(shard)
-        await self.runtime.close()
+        try:  # bounded: what is not given back expires by itself (heartbeat and leases)
+            await asyncio.wait_for(self._give_back(), self.stop_timeout)
+        except TimeoutError:
+            log.warning("worker=%s event=stop_give_back_timeout held=%s (they expire within "
+                        "%gs)", self.worker_id, self.owned_shards, self.lease_ttl)
+        except TaiFsmError as exc:
+            log.warning("worker=%s event=stop_give_back_failed error=%r", self.worker_id, exc)
+        try:
+            await asyncio.wait_for(self.runtime.close(), self.stop_timeout)
+        except TimeoutError:
+            log.warning("worker=%s event=stop_close_timeout", self.worker_id)
         log.info("worker=%s event=stopped seconds=%.2f applied=%d rejected=%d timers=%d "
                  "effects=%d", self.worker_id, time.monotonic() - started,
                  self.counters["applied"], self.counters["rejected"], self.counters["timers"],
                  self.counters["effects"])
+        watchdog.cancel()
         assert self._stopped is not None
         self._stopped.set()
+
+    def _log_waits(self, why: str) -> None:
+        """Log where every task of this event loop waits (diagnostics of a slow stop)."""
+        out = io.StringIO()
+        for task in asyncio.all_tasks():
+            task.print_stack(limit=6, file=out)
+        log.warning("worker=%s event=diagnostics why=%r tasks:\n%s", self.worker_id, why,
+                    out.getvalue())
+
+    async def _give_back(self) -> None:
+        await self.membership.leave()
+        for shard in list(self.leases.held):
+            await self.leases.release(shard)
 
     async def _finish_in_flight(self, seconds: float) -> None:
         tasks = list(self._tasks.values())
@@ -278,14 +306,14 @@ class Worker:
             task = asyncio.get_running_loop().create_task(self._hand_over(shard))
             self._handovers.add(task)
             task.add_done_callback(self._handovers.discard)
-        for shard in sorted(self.leases.held):  # draining ones too, until handed over
-            if not await self.leases.renew(shard):
-                self._lost(shard)
+        for shard in await self.leases.renew_all():  # draining ones too, until handed over
+            self._lost(shard)
         gained = [s for s in sorted(wanted - set(self.leases.held))
                   if await self.leases.acquire(s)]
         if gained:
             log.info("worker=%s event=shards_taken shards=%s owned=%s", self.worker_id,
                      gained, self.owned_shards)
+            self.inbox.rehand()  # their pending commands, whatever was handed out before
             self._scan_now.set()
         try:
             await self.membership.beat(self.owned_shards, "running", dict(self.counters))
@@ -308,6 +336,8 @@ class Worker:
         log.info("worker=%s event=shard_released shard=%d", self.worker_id, shard)
 
     def _lost(self, shard: int) -> None:
+        if shard not in self.leases.held:
+            return  # already known (several in-flight items may report it)
         log.warning("worker=%s event=shard_lost shard=%d", self.worker_id, shard)
         self.leases.held.pop(shard, None)
         self.leases.draining.discard(shard)
@@ -321,7 +351,7 @@ class Worker:
         self.timers.drop_where(in_shard)
         for instance_id in [i for i in self._work if in_shard(i)]:
             if instance_id not in self._tasks:
-                del self._work[instance_id]
+                self._drop_work(instance_id)
 
     def _mine(self, instance_id: str) -> bool:
         return self.leases.active(self._shard(instance_id))
@@ -356,45 +386,63 @@ class Worker:
         """Work one instance's queue: commands in order, then timers, then effects."""
         shard = shard_of(instance_id, self.shards)
         assert self._sem is not None
+        retry = False
         try:
             while not self._stopping:
                 work = self._work.get(instance_id)
                 if not work:
                     break
                 if not self.leases.active(shard):
-                    self._work.pop(instance_id, None)
+                    self._drop_work(instance_id)
                     break
                 async with self._sem:
                     outcome = await self._one(instance_id, work, shard)
                 if outcome is Outcome.LOST:
                     self._lost(shard)
                     break
-                if outcome is Outcome.RETRY:
-                    self._work.pop(instance_id, None)
-                    self._backoff[instance_id] = time.monotonic() + 1.0
+                if outcome is Outcome.RETRY:  # keep the work: nothing after it runs first
+                    self._backoff[instance_id] = time.monotonic() + _RETRY_AFTER
+                    retry = True
                     break
         finally:
             self._tasks.pop(instance_id, None)
             if not self._work.get(instance_id):
                 self._work.pop(instance_id, None)
+        if retry and not self._stopping:
+            asyncio.get_running_loop().call_later(
+                _RETRY_AFTER + 0.01, self._submit, instance_id
+            )
+
+    def _drop_work(self, instance_id: str) -> None:
+        """Forget what is queued for ``instance_id`` (its shard is no longer active); its
+        commands are handed out again if the shard comes back."""
+        work = self._work.pop(instance_id, None)
+        if work is not None:
+            self.inbox.rehand(work.commands)
 
     async def _one(self, instance_id: str, work: _Work, shard: int) -> Outcome:
+        """Do the next item of ``instance_id``: DONE removes it, LOST drops it (handed out
+        again if the shard comes back), RETRY keeps it (and everything after it)."""
         if work.commands:
             command = min(work.commands.values(), key=lambda c: c.order)
             outcome = await apply_command(self._ctx, command, shard)
             if outcome is not Outcome.RETRY:
                 work.commands.pop(command.command_id, None)
+            if outcome is Outcome.DONE:
                 self.inbox.finished(command.command_id)
             return outcome
         if work.timers:
             key, timer = next(iter(work.timers.items()))
             outcome = await fire_due_timer(self._ctx, instance_id, timer, shard)
-            work.timers.pop(key, None)
+            if outcome is not Outcome.RETRY:
+                work.timers.pop(key, None)
             return outcome
         effect_id, (effect, version) = next(iter(work.effects.items()))
         outcome = await run_effect(self._ctx, effect, version, shard)
-        work.effects.pop(effect_id, None)
-        self.effects.forget(effect_id)
+        if outcome is not Outcome.RETRY:
+            work.effects.pop(effect_id, None)
+        if outcome is Outcome.DONE:
+            self.effects.finished(effect_id)
         return outcome
 
     # ------------------------------------------------------------------ feeds
