@@ -114,3 +114,23 @@ def fsm_snapshot(note: str):  # type: ignore[no-untyped-def]
     from tai_fsm.records import StateSnapshot
 
     return StateSnapshot(id="mark", data={"note": note})
+
+
+async def test_at_most_max_resident_instances_are_kept(store: Store) -> None:
+    async with Runtime(store, MACHINES, node_id="web", governor=GOV, own_store=False) as rt:
+        for n in range(12):
+            await rt.create(Ticket, f"r-{n}")
+            await rt.send(f"r-{n}", "note", {"n": 1})
+        async with worker(store, MACHINES, governor=GOV, worker_id="w1",
+                          max_resident=4) as w:
+            async def drained() -> bool:
+                return not await _inbox_ids(store)
+
+            await until(drained, what="the inbox to drain")
+            assert len(w.resident) <= 4 and w.resident.evictions >= 8
+            await rt.send("r-0", "note", {"n": 2})  # evicted: simply loaded again
+
+            async def again() -> bool:
+                return (await rt.get("r-0")).data["log"] == [1, 2]
+
+            await until(again, what="the evicted instance to be reloaded")
