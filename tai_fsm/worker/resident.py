@@ -36,18 +36,21 @@ class Resident:
         instance = await self.runtime.get(instance_id, governor=self.governor)
         self.loads += 1
         self._lru[instance_id] = instance
-        self._evict(busy)
+        self.trim(busy)
         return instance
 
-    def _evict(self, busy: Container[str]) -> None:
-        if len(self._lru) <= self.max_resident:
-            return
-        for instance_id in list(self._lru):
-            if len(self._lru) <= self.max_resident:
-                return
-            if instance_id not in busy:
-                del self._lru[instance_id]
-                self.evictions += 1
+    def trim(self, busy: Container[str] = ()) -> None:
+        """Evict least recently used instances, none of ``busy``, down to the bound (a busy
+        one counts as just used)."""
+        skipped = 0
+        while len(self._lru) > self.max_resident and skipped < len(self._lru):
+            oldest = next(iter(self._lru))
+            if oldest in busy:
+                self._lru.move_to_end(oldest)
+                skipped += 1
+                continue
+            del self._lru[oldest]
+            self.evictions += 1
 
     def drop(self, instance_id: str) -> None:
         """Forget ``instance_id`` (it is reloaded next time)."""

@@ -408,6 +408,7 @@ class Worker:
             self._tasks.pop(instance_id, None)
             if not self._work.get(instance_id):
                 self._work.pop(instance_id, None)
+            self.resident.trim(self._tasks)  # what was busy while loading may go now
         if retry and not self._stopping:
             asyncio.get_running_loop().call_later(
                 _RETRY_AFTER + 0.01, self._submit, instance_id
