@@ -63,11 +63,12 @@ class Meter(fsm.Machine):
 
 
 # ---------------------------------------------------------------------- helpers
-def _start_worker(db: Path, name: str, ttl: float, log: Path) -> subprocess.Popen[bytes]:
+def _start_worker(db: Path, name: str, ttl: float, log: Path,
+                  *extra: str) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "tai_fsm.cli", "--store", f"sqlite:///{db}", "--governor",
            GOV, "--machines", "worker_bench", "worker", "--id", name, "--shards",
            str(SHARDS), "--lease-ttl", str(ttl), "--poll-interval", "0.05",
-           "--concurrency", "32", "--log-level", "WARNING"]
+           "--concurrency", "32", "--log-level", "WARNING", *extra]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)])}
     with log.open("ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=out, env=env, cwd=HERE)
@@ -112,6 +113,28 @@ async def _create(rt: fsm.Runtime, ids: list[str]) -> None:
     await asyncio.gather(*(one(i) for i in ids))
 
 
+async def _queue(store: fsm.Store, targets: list[str]) -> None:
+    """One ``tick`` command per entry of ``targets``, put in the inbox 250 per commit."""
+    batch: list[ops.Op] = []
+    for instance_id in targets:
+        seq = next_seq()
+        command = Command(uuid.uuid4().hex, instance_id, "tick", {}, None, None, {},
+                          "bench", datetime.fromtimestamp(seq / 1e9, UTC), seq)
+        batch.append(ops.Put(command.command_id, command.snapshot(), 0, kind=INBOX))
+        if len(batch) == 250:
+            await store.commit(GOV, batch)
+            batch = []
+    if batch:
+        await store.commit(GOV, batch)
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 async def _count(store: fsm.Store, kind: str) -> int:
     return len([i async for i in store.list_records(GOV, kind=kind)])
 
@@ -129,20 +152,11 @@ async def _throughput(workers: int, commands: int, instances: int, folder: Path)
                      for i in range(workers)]
             await _until(lambda: _balanced(rt.store, workers), 60, "balanced workers", 0.1)
             sent: dict[str, int] = {}
-            batch: list[ops.Op] = []
             started = time.perf_counter()
-            for n in range(commands):
-                instance_id = ids[n % instances]
+            targets = [ids[n % instances] for n in range(commands)]
+            for instance_id in targets:
                 sent[instance_id] = sent.get(instance_id, 0) + 1
-                seq = next_seq()
-                command = Command(uuid.uuid4().hex, instance_id, "tick", {}, None, None, {},
-                                  "bench", datetime.fromtimestamp(seq / 1e9, UTC), seq)
-                batch.append(ops.Put(command.command_id, command.snapshot(), 0, kind=INBOX))
-                if len(batch) == 250:
-                    await rt.store.commit(GOV, batch)
-                    batch = []
-            if batch:
-                await rt.store.commit(GOV, batch)
+            await _queue(rt.store, targets)
 
             async def done() -> bool:
                 return await _count(rt.store, INBOX) == 0
@@ -177,6 +191,34 @@ async def _send_rate(folder: Path, count: int) -> tuple[float, float]:
         await asyncio.gather(*(one(n) for n in range(count)))
         concurrent = count / (time.perf_counter() - started)
     return sequential, concurrent
+
+
+# ---------------------------------------------------------------------- memory
+async def _rss(instances: int, bounds: list[int], folder: Path) -> list[tuple[int, float, float]]:
+    """One worker applies one command to each of ``instances`` instances, once per bound
+    of ``--max-resident``: ``(bound, RSS once started, peak RSS)`` in MB."""
+    db = folder / f"rss-{uuid.uuid4().hex[:6]}.db"
+    ids = [f"m-{n:06d}" for n in range(instances)]
+    results = []
+    async with fsm.Runtime(fsm.open_store(f"sqlite:///{db}"), [Meter], node_id="bench",
+                           governor=GOV) as rt:
+        await _create(rt, ids)
+        for bound in bounds:
+            proc = _start_worker(db, "mem", 10.0, folder / "rss.log", "--max-resident",
+                                 str(bound))
+            try:
+                await _until(lambda: _balanced(rt.store, 1), 60, "the worker", 0.1)
+                await asyncio.sleep(1.0)
+                start_rss = peak = _rss_mb(proc.pid)
+                await _queue(rt.store, ids)
+                while await _count(rt.store, INBOX):
+                    peak = max(peak, _rss_mb(proc.pid))
+                    await asyncio.sleep(0.2)
+                peak = max(peak, _rss_mb(proc.pid))
+            finally:
+                _stop([proc])
+            results.append((bound, start_rss, peak))
+    return results
 
 
 # ---------------------------------------------------------------------- takeover
@@ -226,7 +268,8 @@ async def _takeover(ttl: float, folder: Path) -> tuple[float, float]:
 
 # ---------------------------------------------------------------------- report
 def _report(args: argparse.Namespace, tp: dict[int, list[float]],
-            send: tuple[float, float], to: dict[float, list[tuple[float, float]]]) -> str:
+            send: tuple[float, float], to: dict[float, list[tuple[float, float]]],
+            rss: list[tuple[int, float, float]]) -> str:
     load = os.getloadavg()[0]
     lines = [
         "<!-- worker-bench:start -->",
@@ -267,6 +310,17 @@ def _report(args: argparse.Namespace, tp: dict[int, list[float]],
         cmd = statistics.median(r[1] for r in runs_)
         detail = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in runs_)
         lines.append(f"| {ttl:g} s | {take:.2f} s | {cmd:.2f} s | {detail} |")
+    if rss:
+        lines += [
+            "",
+            f"**Memory of one worker** applying one command to each of {args.rss:,} "
+            "instances (each loaded lazily: state record read, live instance built):",
+            "",
+            "| `--max-resident` | RSS once started | peak RSS |",
+            "| ---: | ---: | ---: |",
+        ]
+        for bound, start_rss, peak in rss:
+            lines.append(f"| {bound:,} | {start_rss:.0f} MB | {peak:.0f} MB |")
     lines += [
         "",
         "Reading the figures: the survivor takes a shard over once the dead worker's lease "
@@ -310,7 +364,13 @@ async def _main(args: argparse.Namespace) -> None:
             to[ttl].append(result)
             print(f"ttl {ttl:g}s: takeover {result[0]:.2f}s, command applied {result[1]:.2f}s",
                   flush=True)
-    section = _report(args, tp, send, to)
+    rss: list[tuple[int, float, float]] = []
+    if args.rss:
+        rss = await _rss(args.rss, [args.rss // 10, args.rss], folder)
+        for bound, start_rss, peak in rss:
+            print(f"max-resident {bound}: RSS {start_rss:.0f} MB at start, peak {peak:.0f} MB",
+                  flush=True)
+    section = _report(args, tp, send, to, rss)
     print(section)
     if args.update_docs:
         _update_docs(section)
@@ -324,6 +384,9 @@ def main() -> None:
     parser.add_argument("--ttls", default="1,2,4")
     parser.add_argument("--sends", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rss", type=int, default=20_000, metavar="INSTANCES",
+                        help="memory run: one command to each of this many instances, with "
+                        "--max-resident INSTANCES/10 and INSTANCES (0: skip)")
     parser.add_argument("--update-docs", action="store_true")
     asyncio.run(_main(parser.parse_args()))
 
