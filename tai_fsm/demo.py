@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import os
 import random
+import secrets
 import shutil
 import signal
 import subprocess
@@ -26,11 +27,17 @@ from pathlib import Path
 from tai_fsm.definition.machine import Machine
 from tai_fsm.demo_classes import DEMO_DATA, DEMO_MACHINES, MACHINES_DIR
 from tai_fsm.demo_worker import run_worker_demo
-from tai_fsm.errors import PostCommitHookFailed, TaiFsmError, TransitionNotAllowed
+from tai_fsm.errors import (
+    InvalidInput,
+    PostCommitHookFailed,
+    TaiFsmError,
+    TransitionNotAllowed,
+    shown,
+)
 from tai_fsm.runtime.runtime import Runtime
 from tai_fsm.stores.url import open_store
 
-__all__ = ["run_demo"]
+__all__ = ["new_governor", "run_demo"]
 
 _ACK = "ACK"
 
@@ -128,7 +135,7 @@ async def _recover_and_check(
 ) -> int:
     store = open_store(store_url)
     async with Runtime(store, DEMO_MACHINES, node_id="demo-parent", governor=governor) as rt:
-        ids = [i async for i in rt.instances()]
+        ids = [i async for i in rt.instance_ids()]
         started = time.perf_counter()
         replayed = 0
         from_snapshots = 0
@@ -191,13 +198,29 @@ def _cli_command() -> str:
     return "tai-fsm"
 
 
+def new_governor() -> str:
+    """``demo-YYYYmmdd-HHMMSS-xxxxxx``: the time says when; the random part keeps two runs
+    started in the same second apart."""
+    return f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def _bounded(value: object, name: str, low: int, high: int) -> int:
+    """Checked before anything starts: a bad number is one line, not a child's traceback."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInput(
+            f"{name} must be an integer from {low:,} to {high:,}, got {shown(value, 40)}",
+            field=name,
+        )
+    return value
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """The ``tai-fsm demo`` command (see module docstring). Exit 0 when recovery lost
     nothing and every chain verifies."""
     store_url: str = args.store
-    governor = "demo-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    count = max(1, args.instances)
-    transitions = max(10, args.transitions)
+    count = _bounded(args.instances, "--instances", 1, 10_000)
+    transitions = _bounded(args.transitions, "--transitions", 10, 1_000_000)
+    governor = new_governor()
     seed = random.randrange(1 << 30)
     kill_after = count + random.randint(transitions // 2, (3 * transitions) // 4)
     names = ", ".join(cls.spec.name for cls in DEMO_MACHINES)

@@ -67,14 +67,15 @@ class BatchJob(load_machine(MACHINES_DIR / "batch_job.yaml")):  # type: ignore[m
 
 
 class Deployment(load_machine(MACHINES_DIR / "deployment.yaml")):  # type: ignore[misc]
+    # Only declared fields (deployment.yaml's data:): an undeclared one fails the trigger.
     def record_phase_end(self, event: Any) -> None:
-        self.data["last_phase_end"] = datetime.now(UTC).isoformat()
+        self.data["error_rate"] = 0.0
 
     def route_canary_traffic(self, event: Any) -> None:
-        self.data["traffic_percent"] = int(self.data.get("canary_percent", 5))
+        self.data["canary_percent"] = max(1, min(100, int(self.data.get("canary_percent", 5))))
 
     def route_all_traffic(self, event: Any) -> None:
-        self.data["traffic_percent"] = 100
+        self.data["canary_percent"] = 100
 
     def count_rollback(self, event: Any) -> None:
         self.data["rollbacks"] = int(self.data.get("rollbacks", 0)) + 1

@@ -147,6 +147,15 @@ def to_dot(spec: MachineSpec, *, highlight: str | None = None) -> str:
         attrs.insert(0, f"style={_q(','.join(styles))}")
         lines.append(f"{indent}{_q(path)} [{', '.join(attrs)}];")
 
+    edges = list(_edges(spec))
+    # A compound state with internal transitions gets an anchor point inside its cluster
+    # (named by the compound state's path): its internal transitions loop on it, so they
+    # are drawn from the compound state, not from one of its children.
+    anchored = {
+        source for source, _, t in edges
+        if t.dest is None and (found := spec.find_state(source)) is not None and found.children
+    }
+
     def block(states: tuple[StateSpec, ...], prefix: str, indent: str) -> None:
         for state in states:
             path = prefix + state.name
@@ -155,6 +164,11 @@ def to_dot(spec: MachineSpec, *, highlight: str | None = None) -> str:
                 continue
             lines.append(f"{indent}subgraph {_q('cluster_' + path)} {{")
             lines.append(f"{indent}    label={_q(state.name)}; style=rounded;")
+            if path in anchored:
+                lines.append(
+                    f'{indent}    {_q(path)} [shape=point, width=0.06, color="#888888", label="", '
+                    f'tooltip={_q(path)}];'
+                )
             if path == highlight:
                 lines.append(
                     f"{indent}    style={_q('rounded,filled,bold')}; "
@@ -173,13 +187,13 @@ def to_dot(spec: MachineSpec, *, highlight: str | None = None) -> str:
     initial = leaf_of(spec, spec.initial)
     if initial is not None:
         lines.append(f'    "__start" -> {_q(initial)};')
-    for source, dest, transition in _edges(spec):
+    for source, dest, transition in edges:
         attrs = [f"label={_q(_label(spec, transition, source))}"]
         src_state = spec.find_state(source)
         dst_state = spec.find_state(dest)
         tail, head = source, dest
-        if src_state is not None and src_state.children:
-            tail = _first_leaf(src_state, source)
+        if src_state is not None and src_state.children and transition.dest is not None:
+            tail = _first_leaf(src_state, source)  # clipped at the cluster border below
         if dst_state is not None and dst_state.children:
             head = leaf_of(spec, dest) or _first_leaf(dst_state, dest)
         if transition.dest is None:

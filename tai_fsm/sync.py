@@ -157,19 +157,49 @@ class Instance:
 
         return run(fire())
 
-    def may_trigger(self, name: str) -> bool:
-        return run(_call(self._instance.may_trigger, name))
+    def may_trigger(self, name: str, *, payload: dict[str, Any] | None = None) -> bool:
+        """True if ``name`` could fire now with ``payload`` (conditions run on a copy)."""
+        instance = self._instance
+
+        async def ask() -> bool:
+            return instance.may_trigger(name, payload=payload)
+
+        return run(ask())
+
+    def allowed_triggers(self, payload: dict[str, Any] | None = None) -> list[str]:
+        """The available triggers whose conditions pass now with ``payload``."""
+        instance = self._instance
+
+        async def ask() -> list[str]:
+            return instance.allowed_triggers(payload)
+
+        return run(ask())
 
     @property
     def available_triggers(self) -> list[str]:
         return self._instance.available_triggers
 
+    def __getattr__(self, name: str) -> Callable[..., Event]:
+        """Trigger methods, blocking: ``sync_order.pay(actor=...)`` is
+        ``sync_order.trigger("pay", actor=...)``."""
+        instance = self.__dict__.get("_instance")
+        if instance is None or name not in instance.spec.triggers():
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+        def fire(
+            *,
+            actor: str | None = None,
+            reason: str | None = None,
+            context: dict[str, Any] | None = None,
+            payload: dict[str, Any] | None = None,
+        ) -> Event:
+            return self.trigger(name, actor=actor, reason=reason, context=context,
+                                payload=payload)
+
+        return fire
+
     def __repr__(self) -> str:
         return f"sync.{self._instance!r}"
-
-
-async def _call(func: Callable[..., T], *args: Any) -> T:
-    return func(*args)
 
 
 class Runtime:

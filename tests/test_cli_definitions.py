@@ -29,7 +29,7 @@ transitions:
 def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(MACHINES)]) == 0
     out = capsys.readouterr().out
-    assert out == "OK: 3 machine(s) in 3 file(s): batch_job, deployment, order\n"
+    assert out == "OK: 3 machines in 3 files: batch_job, deployment, order\n"
 
 
 def test_validate_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -43,7 +43,7 @@ def test_validate_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         "(or 'dest: null' for an internal transition)",
         f"{bad}:7:30: unknown key 'dst' in transition; did you mean 'dest'?",
     ]
-    assert captured.err == "3 problem(s) found in 2 file(s)\n"
+    assert captured.err == "3 problems in 1 of 2 files, 1 path with no machine file\n"
 
 
 def test_validate_oversized_and_out_of_range(
@@ -66,7 +66,7 @@ def test_validate_oversized_and_out_of_range(
         f"{huge}:7:34: default of data field 'ratio' is nan, which JSON cannot represent "
         "(it would become null)",
     ]
-    assert captured.err == "3 problem(s) found in 3 file(s)\n"
+    assert captured.err == "3 problems in 2 of 3 files\n"
 
 
 def test_validate_duplicate_names_across_paths(
@@ -168,8 +168,7 @@ def test_diagram_highlights_an_instance(tmp_path: Path, capsys: pytest.CaptureFi
 
     assert main([*args, "--instance", "missing"]) == 1
     assert capsys.readouterr().err == (
-        f"tai-fsm: error: DiagramError: instance 'missing' not found in governor 'shop' of "
-        f"store {url}\n"
+        "tai-fsm: error: StateNotFound: instance 'missing' not found (governor shop)\n"
     )
     _seed(url, "shop", "o-1", "order", "paid")
     assert main([*args, "--instance", "o-1"]) == 1

@@ -68,7 +68,7 @@ def test_verify_stats_export_cleanup(cli, tmp_path: Path) -> None:  # type: igno
     assert (stats["total_states"], stats["total_events"], stats["max_version"]) == (1, 4, 4)
     target = tmp_path / "events.jsonl"
     code, _, err = cli("export", "-o", str(target))
-    assert code == 0 and "exported 4 event(s)" in err
+    assert code == 0 and "exported 4 events" in err
     assert [json.loads(x)["action"] for x in target.read_text().splitlines()] == [
         "@create", "start", "progress", "succeed"
     ]

@@ -5,6 +5,7 @@ bad restore or a hand edit would."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from collections.abc import Callable
@@ -187,3 +188,116 @@ async def test_a_truncated_file_is_never_read_as_data(tmp_path: Path) -> None:
                 [e async for e in store.read_events(GOV, name)]
                 await store.read_state(GOV, name)
     assert isinstance(caught.value, IntegrityError), caught.value
+
+
+# ---------------------------------------------------------------------- forged snapshots
+async def _snapshot_at(path: Path, instance: str, version: int) -> None:
+    async with Runtime(SQLiteStore(path), [Counter]) as rt:
+        past = await rt.state_at(instance, version=version)
+        record = (await rt.store.read_state(GOV, instance)).snapshot
+        events = [e async for e in rt.history(instance, after_version=version - 1)]
+        event = events[0]
+        assert past.version == version == event.version
+        snapshot = event.to_state.model_copy(update={
+            "version": version,
+            "metadata": record.metadata.model_copy(
+                update={"context": {"event_id": event.id, "event_hash": event.hash}}
+            ),
+        })
+        await rt.store.save_snapshot(GOV, instance, snapshot)
+
+
+@pytest.mark.parametrize("forge", ["data", "event_hash"])
+async def test_a_forged_resealed_snapshot_is_caught_by_verify_and_ignored(
+    tmp_path: Path, forge: str, caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 15 §1: a snapshot edited in the file and sealed again (its CRC is right) must
+    not pass verify, and state_at / recovery must replay the log instead of returning it."""
+    path = tmp_path / "s.db"
+    await _history(path)
+    await _snapshot_at(path, "c0", 20)
+
+    def change(doc: dict[str, Any]) -> None:
+        if forge == "data":
+            doc["data"]["data"]["n"] = -5
+        else:
+            doc["metadata"]["context"]["event_hash"] = "0" * 64
+
+    _edit_row(path, "snapshots", "stream_id = 'c0' AND version = 20", change, reseal=True)
+    async with Runtime(SQLiteStore(path), [Counter]) as rt:
+        report = await rt.verify("c0")
+        assert not report.ok and report.broken_version == 20, report.problems
+        assert "snapshot at version 20" in report.problems[0]
+        assert (await rt.verify("c1")).ok
+        with caplog.at_level("WARNING", logger="tai_fsm.runtime"):
+            past = await rt.state_at("c0", version=25)
+        assert (past.version, past.data) == (25, {"n": 24})
+        assert "c0" in caplog.text and "replaying the event log instead" in caplog.text
+        report_r = await rt.recover("c0")
+        assert report_r.snapshot_version == 0 and report_r.instance.data == {"n": 29}
+    from tai_fsm.cli import main
+
+    code = await asyncio.to_thread(main, ["--store", f"sqlite:///{path}", "verify"])
+    out = capsys.readouterr()
+    assert code == 1 and "BROKEN c0 at version 20: the snapshot at version 20" in out.out
+
+
+async def test_a_snapshot_that_agrees_with_the_log_is_used(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    await _history(path)
+    await _snapshot_at(path, "c0", 20)
+    async with Runtime(SQLiteStore(path), [Counter]) as rt:
+        assert (await rt.verify("c0")).ok
+        report = await rt.recover("c0")
+        assert (report.snapshot_version, report.replayed_events) == (20, 10)
+
+
+async def test_a_damaged_snapshot_falls_back_to_an_older_one(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    await _history(path)
+    await _snapshot_at(path, "c0", 10)
+    await _snapshot_at(path, "c0", 20)
+    _edit_row(path, "snapshots", "stream_id = 'c0' AND version = 20",
+              lambda doc: doc["data"]["data"].__setitem__("n", -5), reseal=False)
+    async with Runtime(SQLiteStore(path), [Counter]) as rt:
+        report = await rt.recover("c0")  # the broken seal is logged, never raised
+        assert (report.snapshot_version, report.instance.data) == (10, {"n": 29})
+        past = await rt.state_at("c0", version=22)
+        assert past.data == {"n": 21}
+
+
+async def test_after_compaction_a_snapshot_is_checked_against_the_next_event(
+    tmp_path: Path,
+) -> None:
+    """Its own event compacted away, a snapshot must still agree with the event after it:
+    that event's prev_hash (hash-covered) and the from_state compaction kept on it."""
+    path = tmp_path / "s.db"
+    await _history(path)
+    await _snapshot_at(path, "c0", 20)
+    async with SQLiteStore(path) as store:
+        result = await store.compact_stream(GOV, "c0", up_to_version=20)
+        assert result.deleted_events == 20
+    async with Runtime(SQLiteStore(path), [Counter]) as rt:
+        assert (await rt.verify("c0")).ok
+        assert (await rt.state_at("c0", version=21)).data == {"n": 20}
+        assert (await rt.recover("c0")).snapshot_version == 20
+    for forge in ("data", "event_hash"):
+        copy = tmp_path / f"{forge}.db"
+        copy.write_bytes(path.read_bytes())
+
+        def change(doc: dict[str, Any], forge: str = forge) -> None:
+            if forge == "data":
+                doc["data"]["data"]["n"] = -5
+            else:
+                doc["metadata"]["context"]["event_hash"] = "0" * 64
+
+        _edit_row(copy, "snapshots", "stream_id = 'c0' AND version = 20", change, reseal=True)
+        async with Runtime(SQLiteStore(copy), [Counter]) as rt:
+            report = await rt.verify("c0")
+            assert not report.ok and report.broken_version == 20, (forge, report.problems)
+            assert "the snapshot at version 20" in report.problems[0]
+            with pytest.raises(IntegrityError, match="compacted and no snapshot covers"):
+                await rt.state_at("c0", version=21)  # never the forged data
+            with pytest.raises(IntegrityError):
+                await rt.recover("c0")

@@ -257,7 +257,8 @@ def test_dsl_errors() -> None:
             trigger = a.to(b)
 
     assert _error(reserved) == [
-        "trigger 'trigger' clashes with the Machine attribute 'trigger'; choose another name"
+        "trigger 'trigger' is reserved: it would shadow the Machine attribute 'trigger'; "
+        "choose another name"
     ]
 
     def bad_setting() -> None:

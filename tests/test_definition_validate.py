@@ -118,8 +118,8 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "trigger clashes with the instance API": (
         BASE.replace("trigger: go", "trigger: may_trigger"),
         [
-            "m.yaml:8:15: trigger 'may_trigger' clashes with the Machine attribute "
-            "'may_trigger'; choose another name"
+            "m.yaml:8:15: trigger 'may_trigger' is reserved: it would shadow the Machine "
+            "attribute 'may_trigger'; choose another name"
         ],
     ),
     "trigger starts with an underscore": (
@@ -135,8 +135,8 @@ CASES: dict[str, tuple[str, list[str]]] = {
         .replace("dest: b", "dest: data")
         .replace("source: b", "source: data"),
         [
-            "m.yaml:5:5: state name 'data' clashes with the Machine attribute 'data'; "
-            "choose another name"
+            "m.yaml:5:5: state name 'data' is reserved: it would shadow the Machine "
+            "attribute 'data'; choose another name"
         ],
     ),
     "state is a keyword": (
@@ -156,8 +156,8 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "data field clashes with the instance API": (
         BASE + "data:\n  state: {type: string}\n",
         [
-            "m.yaml:11:10: data field 'state' clashes with the Machine attribute 'state'; "
-            "choose another name"
+            "m.yaml:11:10: data field 'state' is reserved: it would shadow the Machine "
+            "attribute 'state'; choose another name"
         ],
     ),
     "data field default of the wrong type": (

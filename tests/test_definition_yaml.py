@@ -159,7 +159,8 @@ def test_unknown_keys_suggest_the_closest() -> None:
     ]
     assert error_lines("name: m\ninitial: a\nstates: [a]\nzzz: 1\n") == [
         "f.yaml:4:1: unknown key 'zzz' in machine; expected one of: name, version, initial, "
-        "snapshot_every, snapshot_retention, description, data, states, transitions"
+        "snapshot_every, snapshot_retention, description, data, states, transitions, "
+        "ignore_invalid_triggers"
     ]
 
 

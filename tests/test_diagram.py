@@ -59,6 +59,16 @@ def test_dot_structure() -> None:
     assert '"__start" -> "pending";' in text
 
 
+def test_dot_draws_internal_transitions_of_a_compound_state_from_it() -> None:
+    """deployment's ``report_errors`` is declared on ``deploying``: it loops on the compound
+    state (an anchor point inside its cluster), not on its first child, as Mermaid draws."""
+    text = to_dot(DEPLOYMENT)
+    cluster = text.split('subgraph "cluster_deploying" {')[1].split("    }")[0]
+    assert '"deploying" [shape=point' in cluster
+    assert '"deploying" -> "deploying" [label="report_errors (internal)", style=dashed];' in text
+    assert '"deploying.canary" -> "deploying.canary"' not in text
+
+
 def test_wildcard_sources_are_drawn_from_non_final_top_level_states() -> None:
     spec, _ = read_machine_text(
         "name: w\ninitial: a\nstates: [a, b, {name: z, final: true}]\ntransitions:\n"

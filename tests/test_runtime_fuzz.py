@@ -1,5 +1,6 @@
-"""Issue 8 acceptance: random arguments of random types through ``create``, ``trigger`` and
-the CLI's ``send`` (in-process, on SQLite). Each call either succeeds or raises a tai-fsm
+"""Issue 8 and 15 acceptance: random arguments of random types through ``create`` and
+``trigger`` (the async API and the blocking ``tai_fsm.sync`` API alike) and the CLI's
+``send`` (in-process, on SQLite). Each call either succeeds or raises a tai-fsm
 error — never a raw Python one — and afterwards every instance's ``get``, ``history``,
 ``verify`` and ``state_at`` still succeed: nothing unreadable was ever written."""
 
@@ -18,6 +19,7 @@ from boundary_machines import ALL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tai_fsm import sync
 from tai_fsm.cli import main
 from tai_fsm.errors import TaiFsmError
 from tai_fsm.runtime.runtime import Runtime
@@ -150,6 +152,22 @@ async def _python(db: Path, op: tuple[Any, ...]) -> None:
             pass  # refused (or not allowed): fine, as long as nothing unreadable was written
 
 
+def _blocking(db: Path, op: tuple[Any, ...]) -> None:
+    """The same operation through the blocking API."""
+    with sync.Runtime(sync.open_store(f"sqlite:///{db}"), ALL, node_id="fuzz") as rt:
+        try:
+            if op[0] == "create":
+                _, machine, instance_id, data, actor, reason = op
+                rt.create(machine, instance_id, data, actor=actor, reason=reason)
+            else:
+                _, instance_id, name, actor, reason, context, payload = op
+                instance = rt.get(instance_id)
+                instance.trigger(name, actor=actor, reason=reason, context=context,
+                                 payload=payload)
+        except TaiFsmError:
+            pass
+
+
 def _cli_send(db: Path, op: tuple[Any, ...]) -> None:
     _, instance_id, trigger, data, actor, reason = op
     argv = ["--store", f"sqlite:///{db}", "--governor", "default",
@@ -166,7 +184,7 @@ def _cli_send(db: Path, op: tuple[Any, ...]) -> None:
 
 async def _check_everything_readable(db: Path) -> None:
     async with Runtime(SQLiteStore(db), ALL, node_id="check") as rt:
-        async for instance_id in rt.instances():
+        async for instance_id in rt.instance_ids():
             live = await rt.get(instance_id)
             versions = [e.version async for e in rt.history(instance_id)]
             assert versions == list(range(1, live.version + 1))
@@ -180,12 +198,14 @@ async def _check_everything_readable(db: Path) -> None:
 def test_random_arguments_never_write_anything_unreadable(tmp_path: Path) -> None:
     @settings(max_examples=40, deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(st.lists(OPERATION, min_size=1, max_size=6))
-    def run(ops: list[tuple[Any, ...]]) -> None:
+    @given(st.lists(st.tuples(OPERATION, st.booleans()), min_size=1, max_size=6))
+    def run(ops: list[tuple[tuple[Any, ...], bool]]) -> None:
         db = tmp_path / f"fuzz-{uuid.uuid4().hex[:8]}.db"
-        for op in [*SETUP, *ops]:
+        for op, blocking in [*((o, False) for o in SETUP), *ops]:
             if op[0] == "send":
                 _cli_send(db, op)
+            elif blocking:
+                _blocking(db, op)
             else:
                 asyncio.run(_python(db, op))
         asyncio.run(_check_everything_readable(db))

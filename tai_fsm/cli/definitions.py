@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tai_fsm.cli.common import open_output
 from tai_fsm.definition.loader import (
     YAML_SUFFIXES,
     load_machine,
@@ -29,7 +30,7 @@ from tai_fsm.definition.schema import machine_schema
 from tai_fsm.definition.spec import MachineSpec
 from tai_fsm.definition.yaml_reader import read_machine_file
 from tai_fsm.diagram import FORMATS, DiagramError, DiagramFormat, render
-from tai_fsm.errors import DefinitionError, DefinitionProblem, StateNotFound
+from tai_fsm.errors import DefinitionError, DefinitionProblem, StateNotFound, shown
 
 __all__ = ["register"]
 
@@ -63,7 +64,9 @@ def register(sub: Any) -> None:
 
 # ---------------------------------------------------------------------- validate
 def _collect(paths: list[str]) -> tuple[list[Path], list[DefinitionProblem]]:
-    files: list[Path] = []
+    """The files to check, each once — a file named twice, or reached through a symlinked
+    folder, is still one file — and the paths that are not there."""
+    files: dict[Path, Path] = {}
     problems: list[DefinitionProblem] = []
     for raw in paths:
         path = Path(raw)
@@ -75,12 +78,30 @@ def _collect(paths: list[str]) -> tuple[list[Path], list[DefinitionProblem]]:
                         "no machine files (*.yaml, *.yml) in this folder", file=str(path)
                     )
                 )
-            files.extend(found)
         elif path.is_file():
-            files.append(path)
+            found = [path]
         else:
             problems.append(DefinitionProblem("no such file or folder", file=str(path)))
-    return list(dict.fromkeys(files)), problems
+            continue
+        for file in found:
+            files.setdefault(file.resolve(), file)
+    return list(files.values()), problems
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def _summary_line(files: list[Path], problems: list[DefinitionProblem]) -> str:
+    """``2 problems in 1 of 3 files`` (+ paths that were not found)."""
+    checked = {str(f) for f in files}
+    broken = {p.file for p in problems if p.file in checked}
+    missing = len(problems) - sum(1 for p in problems if p.file in checked)
+    text = f"{_plural(len(problems), 'problem')} in {len(broken):,} of "
+    text += _plural(len(files), "file")
+    if missing:
+        text += f", {_plural(missing, 'path')} with no machine file"
+    return text
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -128,10 +149,10 @@ def _validate(args: argparse.Namespace) -> int:
     for problem in problems:
         print(str(problem))
     if problems:
-        print(f"{len(problems)} problem(s) found in {len(files)} file(s)", file=sys.stderr)
+        print(_summary_line(files, problems), file=sys.stderr)
         return 1
     listed = ", ".join(sorted(names))
-    print(f"OK: {len(machines)} machine(s) in {len(files)} file(s): {listed}")
+    print(f"OK: {_plural(len(machines), 'machine')} in {_plural(len(files), 'file')}: {listed}")
     return 0
 
 
@@ -148,40 +169,49 @@ def _summary(cls: type[Machine]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- diagram
+def _is(path: Path, kind: str) -> bool:
+    try:
+        return path.is_file() if kind == "file" else path.is_dir()
+    except OSError:  # e.g. a name too long to be a path: then it is not one
+        return False
+
+
 def _spec_for(path_or_name: str, machines_target: str) -> MachineSpec:
     path = Path(path_or_name)
-    if path.is_file():
+    if _is(path, "file"):
         if path.suffix not in YAML_SUFFIXES:
-            raise DefinitionError(f"{path} is not a machine file (*.yaml, *.yml)", file=str(path))
+            raise DefinitionError(
+                f"{shown(str(path))} is not a machine file (*.yaml, *.yml)", file=str(path)
+            )
         return read_machine_file(path)[0]
-    if path.is_dir():
-        raise DefinitionError(f"{path} is a folder; diagram draws one machine file", file=str(path))
+    if _is(path, "dir"):
+        raise DefinitionError(
+            f"{shown(str(path))} is a folder; diagram draws one machine file", file=str(path)
+        )
     machines = load_machines_from_target(machines_target)
     cls = machines.get(path_or_name)
     if cls is None:
         known = ", ".join(sorted(machines)) or "none"
         raise DefinitionError(
-            f"{path_or_name!r} is neither a machine file nor a machine in --machines "
-            f"{machines_target!r} (machines there: {known})"
+            f"{shown(path_or_name)} is neither a machine file nor a machine in --machines "
+            f"{shown(machines_target)} (machines there: {known})"
         )
     return cls.spec
 
 
 async def _current_state(store_url: str, governor: str, instance: str) -> tuple[str, str]:
-    from tai_fsm.stores.url import open_store  # the store layer is only needed here
+    from tai_fsm.cli.common import open_reading  # the store layer is only needed here
 
-    async with open_store(store_url) as store:
+    async with open_reading(store_url) as store:
         try:
             record = await store.read_state(governor, instance)
         except StateNotFound:
-            raise DiagramError(
-                f"instance {instance!r} not found in governor {governor!r} of store {store_url}"
-            ) from None
+            raise StateNotFound(governor, instance, "instance") from None
     data = record.snapshot.data
     if not isinstance(data, dict) or not isinstance(data.get("state"), str):
         raise DiagramError(
-            f"record {instance!r} in governor {governor!r} is not a machine instance "
-            "(no 'machine'/'state' in its data)"
+            f"record {shown(instance)} in governor {shown(governor)} is not a machine "
+            "instance (no 'machine'/'state' in its data)"
         )
     return str(data.get("machine", "")), data["state"]
 
@@ -194,7 +224,8 @@ def _diagram(args: argparse.Namespace) -> int:
         machine, highlight = asyncio.run(_current_state(args.store, args.governor, args.instance))
         if machine != spec.name:
             raise DiagramError(
-                f"instance {args.instance!r} is a {machine!r} machine, not {spec.name!r}"
+                f"instance {shown(args.instance)} is a {shown(machine)} machine, not "
+                f"{spec.name!r}"
             )
     if fmt == "png" and args.output is None:
         raise DiagramError("--format png writes binary data; give -o FILE")
@@ -202,7 +233,8 @@ def _diagram(args: argparse.Namespace) -> int:
     if args.output is None:
         sys.stdout.write(output.decode())
         return 0
-    Path(args.output).write_bytes(output)
+    with open_output(args.output, binary=True) as out:
+        out.write(output)
     print(f"wrote {fmt} diagram of '{spec.name}' to {args.output}", file=sys.stderr)
     return 0
 
@@ -213,6 +245,7 @@ def _schema(args: argparse.Namespace) -> int:
     if args.output is None:
         sys.stdout.write(text)
     else:
-        Path(args.output).write_text(text)
+        with open_output(args.output) as out:
+            out.write(text)
         print(f"wrote the machine JSON Schema to {args.output}", file=sys.stderr)
     return 0

@@ -17,7 +17,8 @@ from tai_fsm.definition.declarations import (
 from tai_fsm.definition.durable import durable
 from tai_fsm.definition.durations import format_duration, parse_duration
 from tai_fsm.definition.loader import load_machine, load_machines, load_machines_from_target
-from tai_fsm.definition.machine import RESERVED_ATTRIBUTES, Machine
+from tai_fsm.definition.machine import Machine
+from tai_fsm.definition.reserved import RESERVED_ATTRIBUTES
 from tai_fsm.definition.spec import (
     NESTED_SEPARATOR,
     FieldSpec,
@@ -26,11 +27,13 @@ from tai_fsm.definition.spec import (
     TimeoutSpec,
     TransitionSpec,
 )
+from tai_fsm.definition.triggers import BoundTrigger, Trigger
 from tai_fsm.definition.validate import check_callbacks, ensure_valid, validate
 
 __all__ = [
     "NESTED_SEPARATOR",
     "RESERVED_ATTRIBUTES",
+    "BoundTrigger",
     "FieldSpec",
     "Machine",
     "MachineSpec",
@@ -41,6 +44,7 @@ __all__ = [
     "Transition",
     "TransitionGroup",
     "TransitionSpec",
+    "Trigger",
     "after",
     "after_commit",
     "before",

@@ -5,13 +5,16 @@ assigned on is compiled by :func:`tai_fsm.definition.dsl.collect_spec`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from types import FrameType
+from typing import Any, TypeVar, overload
 
 from tai_fsm.definition.durable import durable as mark_durable
 from tai_fsm.definition.durations import parse_duration
 from tai_fsm.definition.spec import TimeoutSpec
+from tai_fsm.definition.triggers import BoundTrigger, Trigger
 from tai_fsm.errors import DefinitionError, InvalidInput
 
 __all__ = [
@@ -34,6 +37,15 @@ F = TypeVar("F")
 
 #: Attribute the hook decorators set on a method: a list of (kind, target) pairs.
 HOOKS_ATTR = "__tai_hooks__"
+
+
+def _caller() -> tuple[str, int] | None:
+    """(file, line) of the code that declared a State or Transition (the first frame
+    outside this module): DSL errors point at that line, not at the class statement."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    return (frame.f_code.co_filename, frame.f_lineno) if frame is not None else None
 
 
 def _names(value: Callbacks) -> tuple[str, ...]:
@@ -85,8 +97,10 @@ class State:
         timeout: Timeout | None = None,
         children: Mapping[str, State] | None = None,
         description: str = "",
+        ignore_invalid_triggers: bool | None = None,
     ) -> None:
         self.initial = initial
+        self.ignore_invalid_triggers = ignore_invalid_triggers
         self.final = final
         self.on_enter = _names(on_enter)
         self.on_exit = _names(on_exit)
@@ -95,6 +109,23 @@ class State:
         self.timeout = timeout
         self.children: dict[str, State] = dict(children or {})
         self.description = description
+        #: Where it was declared, and its path once its class is built (``parent.child``).
+        self.declared_at = _caller()
+        self.path: str | None = None
+
+    def __eq__(self, other: object) -> bool:
+        """A State equals itself and, once its class is built, its path (``"paid"``)."""
+        if isinstance(other, str):
+            return self.path is not None and self.path == other
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __get__(self, instance: object, owner: type | None = None) -> str:
+        """Typing: a built class holds the state's path, a ``str``
+        (``order.state == Order.paid``); the class DSL replaces the State by it."""
+        return self.path if self.path is not None else repr(self)
 
     def __getitem__(self, child: str) -> State:
         """The child state named ``child`` (for use as a transition source or dest)."""
@@ -158,6 +189,19 @@ class Transition:
         self.after = _names(after)
         self.after_commit = _names(after_commit)
         self.description = description
+        #: Where it was declared, and its trigger once its class is built.
+        self.declared_at = _caller()
+        self.name: str | None = None
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> Trigger: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> BoundTrigger: ...
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        """Typing: a built class holds a :class:`Trigger` — the trigger's name on the class
+        (``order.trigger(Order.pay)``), a method on an instance (``await order.pay()``)."""
+        trigger = Trigger(self.name or "")
+        return trigger if instance is None else trigger.__get__(instance, owner)
 
     def __or__(self, other: Transition | TransitionGroup) -> TransitionGroup:
         return TransitionGroup(self) | other
@@ -168,6 +212,16 @@ class TransitionGroup:
 
     def __init__(self, *transitions: Transition) -> None:
         self.transitions = transitions
+        self.name: str | None = None
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> Trigger: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> BoundTrigger: ...
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        """Typing: see :meth:`Transition.__get__`."""
+        trigger = Trigger(self.name or "")
+        return trigger if instance is None else trigger.__get__(instance, owner)
 
     def __or__(self, other: Transition | TransitionGroup) -> TransitionGroup:
         extra = other.transitions if isinstance(other, TransitionGroup) else (other,)

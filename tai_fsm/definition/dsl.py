@@ -43,6 +43,8 @@ Rules:
 from __future__ import annotations
 
 import inspect
+import linecache
+import os
 import types
 import typing
 from typing import Any, get_args, get_origin
@@ -65,7 +67,10 @@ from tai_fsm.definition.declarations import (
     on_enter_committed,
     on_exit,
 )
-from tai_fsm.definition.locations import SourceMap, class_line
+from tai_fsm.definition.listeners import convention_hooks
+from tai_fsm.definition.locations import Key, SourceMap, class_line
+from tai_fsm.definition.names import install_names
+from tai_fsm.definition.reserved import DSL_SETTINGS
 from tai_fsm.definition.spec import (
     NESTED_SEPARATOR,
     FieldSpec,
@@ -75,7 +80,9 @@ from tai_fsm.definition.spec import (
     TransitionSpec,
     index_states,
 )
+from tai_fsm.definition.triggers import Trigger
 from tai_fsm.definition.validate import validate
+from tai_fsm.definition.yaml_reader import read_machine_file
 from tai_fsm.errors import DefinitionError
 
 __all__ = [
@@ -93,7 +100,7 @@ __all__ = [
     "on_exit",
 ]
 
-_SETTINGS = ("name", "version", "initial", "snapshot_every", "snapshot_retention", "description")
+_SETTINGS = DSL_SETTINGS  # name, version, initial, snapshot_*, description, ignore_...
 
 
 # ---------------------------------------------------------------------- data models
@@ -165,13 +172,29 @@ def _source_map(cls: type) -> SourceMap:
     return source
 
 
-def collect_spec(cls: type) -> MachineSpec | None:
+def collect_spec(cls: type, yaml: str | os.PathLike[str] | None = None) -> MachineSpec | None:
     """The ``MachineSpec`` declared by ``cls``'s own class attributes, merged onto the spec it
-    inherits; None when ``cls`` declares nothing of its own (it keeps the inherited ``spec``).
+    inherits (or, with ``yaml``, onto that file's machine); None when ``cls`` declares
+    nothing of its own (it keeps the inherited ``spec``).
 
     Side effects on ``cls`` (see the module docstring): declarations are replaced by names,
     settings removed, ``data_model`` set from a nested ``Data`` model, ``_tai_source_map``
     set. Raises ``DefinitionError`` with every problem found."""
+    if yaml is None:
+        return _collect(cls, None)
+    if "spec" in vars(cls):
+        raise DefinitionError(f"{cls.__name__} sets 'spec' and yaml=; use one or the other")
+    spec, source = read_machine_file(yaml)
+    cls.source_file = str(yaml)  # type: ignore[attr-defined]
+    extended = _collect(cls, spec)
+    if extended is None:
+        cls._tai_source_map = source  # type: ignore[attr-defined]
+        install_names(cls, spec)
+        return spec
+    return extended
+
+
+def _collect(cls: type, inherited: MachineSpec | None) -> MachineSpec | None:
     own = dict(vars(cls))
     states = {k: v for k, v in own.items() if isinstance(v, State)}
     transitions = {k: v for k, v in own.items() if isinstance(v, Transition | TransitionGroup)}
@@ -181,6 +204,17 @@ def collect_spec(cls: type) -> MachineSpec | None:
         if inspect.isfunction(value) or isinstance(value, staticmethod | classmethod)
         for kind, target in getattr(value, HOOKS_ATTR, ())
     ]
+    hooks.extend(_conventions(own, states, transitions, inherited or getattr(cls, "spec", None)))
+    clashes = [k for k in (*states, *transitions) if k in _SETTINGS]
+    if clashes:
+        source = _source_map(cls)
+        raise DefinitionError([
+            source.problem(
+                f"{cls.__name__}: {'state' if k in states else 'trigger'} '{k}' is reserved: "
+                f"'{k}' is a machine setting in the class DSL; choose another name"
+            )
+            for k in clashes
+        ])
     settings = {k: own[k] for k in _SETTINGS if k in own}
     model = own.get("data_model")
     nested = own.get("Data")
@@ -198,7 +232,7 @@ def collect_spec(cls: type) -> MachineSpec | None:
         )
     if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
         raise DefinitionError(f"{cls.__name__}.data_model must be a pydantic BaseModel subclass")
-    base = getattr(cls, "spec", None)
+    base = inherited if inherited is not None else getattr(cls, "spec", None)
     collector = _Collector(cls, base if isinstance(base, MachineSpec) else None, source)
     try:
         spec = collector.build(states, transitions, hooks, settings, model)
@@ -217,14 +251,72 @@ def collect_spec(cls: type) -> MachineSpec | None:
         raise DefinitionError(problems)
     for attr in states:
         setattr(cls, attr, attr)
-    for attr in transitions:
-        setattr(cls, attr, attr)
+    for attr, decl in transitions.items():
+        decl.name = attr
+        for member in _members(decl):
+            member.name = attr
+        setattr(cls, attr, Trigger(attr))  # the name on the class, a method on instances
     for attr in settings:
         delattr(cls, attr)
     if model is not None:
         cls.data_model = model  # type: ignore[attr-defined]
     cls._tai_source_map = source  # type: ignore[attr-defined]
+    install_names(cls, spec)  # inherited triggers and states not set above
     return spec
+
+
+def _conventions(
+    own: dict[str, Any],
+    states: dict[str, State],
+    transitions: dict[str, Transition | TransitionGroup],
+    base: object,
+) -> list[tuple[str, str, object]]:
+    """Hooks from methods named by convention (``on_enter_paid``, ``after_commit_ship``;
+    see :mod:`tai_fsm.definition.listeners`) for the states and triggers known here."""
+    methods = [
+        name for name, value in own.items()
+        if (inspect.isfunction(value) or isinstance(value, staticmethod | classmethod))
+        and not getattr(value, HOOKS_ATTR, ())  # a decorated method goes where it says
+    ]
+    if not methods:
+        return []
+    declared = {**{p: s for p, s in _nested_paths(states)}, **states}
+    known_triggers: list[str] = list(transitions)
+    known_states = list(declared)
+    if isinstance(base, MachineSpec):
+        known_states += base.state_names()
+        known_triggers += base.triggers()
+    found: list[tuple[str, str, object]] = []
+    for method, kind, target in convention_hooks(methods, known_states, known_triggers):
+        # a method the definition already names there is not added twice
+        if target in declared:
+            named: tuple[str, ...] = getattr(declared[target], kind)
+        elif target in transitions:
+            named = tuple(n for t in _members(transitions[target]) for n in getattr(t, kind))
+        elif isinstance(base, MachineSpec) and base.find_state(target) is not None:
+            named = getattr(base.find_state(target), kind)
+        elif isinstance(base, MachineSpec):
+            named = tuple(
+                n for t in base.transitions if t.trigger == target for n in getattr(t, kind)
+            )
+        else:
+            named = ()
+        if method not in named:
+            found.append((method, kind, target))
+    return found
+
+
+def _nested_paths(states: dict[str, State]) -> list[tuple[str, State]]:
+    found: list[tuple[str, State]] = []
+
+    def walk(children: dict[str, State], prefix: str) -> None:
+        for name, state in children.items():
+            found.append((prefix + name, state))
+            walk(state.children, prefix + name + NESTED_SEPARATOR)
+
+    for name, state in states.items():
+        walk(state.children, name + NESTED_SEPARATOR)
+    return found
 
 
 class _Collector:
@@ -302,7 +394,11 @@ class _Collector:
             all_transitions[index] = current.model_copy(
                 update={kind: (*getattr(current, kind), *names) for kind, names in kinds.items()}
             )
-        ordered = tuple(all_transitions[i] for i in trigger_order(all_transitions))
+        order = trigger_order(all_transitions)
+        ordered = tuple(all_transitions[i] for i in order)
+        for position, index in enumerate(order):  # locate each own transition at its line
+            if index >= offset:
+                self.mark(("transition", position), declared[index - offset].declared_at)
         return MachineSpec(
             name=str(settings.get("name", base.name if base else snake_case(self.cls.__name__))),
             version=settings.get("version", base.version if base else 1),
@@ -319,6 +415,9 @@ class _Collector:
                 else (base.data_fields if base else ())
             ),
             description=settings.get("description", base.description if base else ""),
+            ignore_invalid_triggers=settings.get(
+                "ignore_invalid_triggers", base.ignore_invalid_triggers if base else False
+            ),
         )
 
     def initial(
@@ -339,8 +438,18 @@ class _Collector:
         self.problems.append("no initial state; mark one State(initial=True)")
         return ""
 
+    def mark(self, key: Key, declared_at: tuple[str, int] | None) -> None:
+        """Locate ``key`` at the line that declared it (when in the class's own file)."""
+        if declared_at is None or declared_at[0] != self.source.file:
+            return
+        line = declared_at[1]
+        text = linecache.getline(declared_at[0], line)
+        self.source.marks[key] = (line, len(text) - len(text.lstrip()) + 1)
+
     def state(self, name: str, state: State, prefix: str) -> StateSpec:
         path = prefix + name
+        state.path = path
+        self.mark(("state", path), state.declared_at)
         if id(state) in self.paths:
             self.problems.append(
                 f"the same State object is declared as '{self.paths[id(state)]}' and as "
@@ -366,6 +475,7 @@ class _Collector:
             children=children,
             initial=marked[0] if marked else None,
             description=state.description,
+            ignore_invalid_triggers=state.ignore_invalid_triggers,
         )
 
     def ref(self, trigger: str, value: State | str) -> str:

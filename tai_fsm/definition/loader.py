@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tai_fsm.definition._common import camel_case
 from tai_fsm.definition.machine import Machine
+from tai_fsm.definition.names import install_names
 from tai_fsm.definition.yaml_reader import read_machine_file
 from tai_fsm.errors import DefinitionError, DefinitionProblem
 
@@ -50,7 +51,9 @@ def load_machine(path: str | os.PathLike[str]) -> type[Machine]:
         "__module__": __name__,
         "__qualname__": camel_case(spec.name),
     }
-    return type(camel_case(spec.name), (Machine,), namespace)
+    cls = type(camel_case(spec.name), (Machine,), namespace)
+    install_names(cls, spec)  # Order.pay == "pay"; await order.pay() on an instance
+    return cls
 
 
 def machine_files(folder: str | os.PathLike[str]) -> list[Path]:

@@ -13,11 +13,15 @@ attribute of an instance can change state without committing.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import os
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
+from tai_fsm.definition.declarations import Transition, TransitionGroup
+from tai_fsm.definition.listeners import add_class_listener, remove_class_listener
+from tai_fsm.definition.reserved import RESERVED_ATTRIBUTES
 from tai_fsm.definition.spec import MachineSpec
 
 if TYPE_CHECKING:
@@ -40,7 +44,9 @@ class InstanceBinding(Protocol):
         payload: dict[str, Any] | None,
     ) -> Awaitable[Event]: ...
 
-    def may_trigger(self, instance: Machine, name: str) -> bool: ...
+    def may_trigger(
+        self, instance: Machine, name: str, payload: dict[str, Any] | None = None
+    ) -> bool: ...
 
     def available_triggers(self, instance: Machine) -> list[str]: ...
 
@@ -54,6 +60,8 @@ class Machine:
     data_model: ClassVar[type[BaseModel] | None] = None
     #: The file a YAML machine was loaded from (for error messages), else None.
     source_file: ClassVar[str | None] = None
+    #: Listeners of every transition of this class (:mod:`tai_fsm.definition.listeners`).
+    listeners: ClassVar[Sequence[object]] = ()
 
     # Instance attributes, set by the runtime.
     id: str
@@ -63,11 +71,16 @@ class Machine:
     data: Any
     _binding: InstanceBinding | None
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls, *, yaml: str | os.PathLike[str] | None = None, **kwargs: Any
+    ) -> None:
+        """``class Order(fsm.Machine, yaml="machines/order.yaml")`` takes the definition
+        from a YAML file (what ``fsm.load_machine`` returns, as a class statement that
+        type-checks); the class body may extend it with the class DSL."""
         super().__init_subclass__(**kwargs)
         from tai_fsm.definition.dsl import collect_spec  # the DSL reads Machine: import late
 
-        spec = collect_spec(cls)
+        spec = collect_spec(cls, yaml=yaml)
         if spec is not None:
             cls.spec = spec
 
@@ -105,7 +118,7 @@ class Machine:
 
     def trigger(
         self,
-        name: str,
+        name: str | Transition | TransitionGroup,
         *,
         actor: str | None = None,
         reason: str | None = None,
@@ -115,19 +128,49 @@ class Machine:
         """Fire ``name`` durably; await the result to get the committed ``Event``.
 
         Called from inside a callback, the trigger is queued and committed as its own event
-        after the current one (the returned awaitable then need not be awaited)."""
+        after the current one (the returned awaitable then need not be awaited).
+        ``name`` may be a trigger name, ``Order.pay``, or the declaration itself.
+        ``instance.pay(...)`` is the same call."""
         return self._require_binding().trigger(
-            self, name, actor=actor, reason=reason, context=context, payload=payload
+            self, _trigger_name(name), actor=actor, reason=reason, context=context,
+            payload=payload,
         )
 
-    def may_trigger(self, name: str) -> bool:
-        """True if ``name`` could fire now (its conditions are evaluated; nothing changes)."""
-        return self._require_binding().may_trigger(self, name)
+    def may_trigger(
+        self,
+        name: str | Transition | TransitionGroup,
+        *,
+        payload: dict[str, Any] | None = None,
+    ) -> bool:
+        """True if ``name`` could fire now with ``payload``: a transition leaves the current
+        state and its conditions pass. The conditions run on a copy of the instance (the
+        instance itself never changes), seeing ``event.payload == payload``."""
+        return self._require_binding().may_trigger(self, _trigger_name(name), payload)
 
     @property
     def available_triggers(self) -> list[str]:
         """Triggers with a transition from the current state (conditions not evaluated)."""
         return self._require_binding().available_triggers(self)
+
+    def allowed_triggers(self, payload: dict[str, Any] | None = None) -> list[str]:
+        """The :attr:`available_triggers` whose conditions pass now with ``payload``
+        (evaluated as :meth:`may_trigger` does, on a copy)."""
+        binding = self._require_binding()
+        return [
+            name for name in binding.available_triggers(self)
+            if binding.may_trigger(self, name, payload)
+        ]
+
+    @classmethod
+    def add_listener(cls, listener: object) -> None:
+        """Observe every transition of this machine class (and its subclasses): see
+        :mod:`tai_fsm.definition.listeners` for the methods a listener may have."""
+        add_class_listener(cls, listener)
+
+    @classmethod
+    def remove_listener(cls, listener: object) -> None:
+        """Undo :meth:`add_listener` (``ValueError`` if ``listener`` was not added here)."""
+        remove_class_listener(cls, listener)
 
     @property
     def is_final(self) -> bool:
@@ -142,8 +185,9 @@ class Machine:
         )
 
 
-#: Names a trigger, state or data field must not take (they would shadow the instance API).
-RESERVED_ATTRIBUTES: frozenset[str] = frozenset(
-    {name for name in dir(Machine) if not name.startswith("__")}
-    | {"id", "governor", "state", "version", "data", "spec", "data_model", "source_file"}
-)
+def _trigger_name(name: object) -> Any:
+    """A trigger given as its declaration (``Transition`` / ``TransitionGroup`` of a built
+    class) -> its name; anything else is returned as is (the runtime checks it)."""
+    if isinstance(name, Transition | TransitionGroup) and name.name is not None:
+        return name.name
+    return name

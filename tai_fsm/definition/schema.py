@@ -57,6 +57,7 @@ _SCHEMA: dict[str, Any] = {
         },
         "states": {"type": "array", "items": {"$ref": "#/$defs/state"}},
         "transitions": {"type": ["array", "null"], "items": {"$ref": "#/$defs/transition"}},
+        "ignore_invalid_triggers": {"type": "boolean", "default": False},
     },
     "$defs": {
         "duration": {
@@ -82,6 +83,7 @@ _SCHEMA: dict[str, Any] = {
                     "properties": {
                         "name": _NAME,
                         "final": {"type": "boolean"},
+                        "ignore_invalid_triggers": {"type": ["boolean", "null"]},
                         "on_enter": {"$ref": "#/$defs/names"},
                         "on_exit": {"$ref": "#/$defs/names"},
                         "on_enter_committed": {"$ref": "#/$defs/names"},

@@ -60,6 +60,9 @@ class StateSpec(_Spec):
     children: tuple[StateSpec, ...] = ()
     initial: str | None = None
     description: str = ""
+    #: A trigger with no transition from here is ignored, not refused (None: as the parent
+    #: state or the machine says).
+    ignore_invalid_triggers: bool | None = None
 
 
 class TransitionSpec(_Spec):
@@ -104,6 +107,10 @@ class MachineSpec(_Spec):
     snapshot_retention: int = 5
     data_fields: tuple[FieldSpec, ...] = ()
     description: str = ""
+    #: A known trigger with no transition from the current state is ignored (nothing is
+    #: committed; ``trigger`` returns the instance's current head event) instead of raising
+    #: ``TransitionNotAllowed``. A state may say otherwise for itself and its children.
+    ignore_invalid_triggers: bool = False
 
     def state_names(self) -> list[str]:
         """Every state's full path (children as ``parent.child``), declaration order."""
@@ -152,6 +159,17 @@ class MachineSpec(_Spec):
 
         walk(self.states, "")
         return leaves
+
+    def ignores_invalid_triggers(self, path: str) -> bool:
+        """Whether a known trigger with no transition from state ``path`` is ignored: the
+        innermost state on the path that sets ``ignore_invalid_triggers`` decides, else the
+        machine."""
+        parts = path.split(NESTED_SEPARATOR)
+        for depth in range(len(parts), 0, -1):
+            state = self.find_state(NESTED_SEPARATOR.join(parts[:depth]))
+            if state is not None and state.ignore_invalid_triggers is not None:
+                return state.ignore_invalid_triggers
+        return self.ignore_invalid_triggers
 
     def triggers(self) -> list[str]:
         """Distinct trigger names, declaration order."""

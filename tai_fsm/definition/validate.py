@@ -53,7 +53,7 @@ from tai_fsm.codec import json_native
 from tai_fsm.definition._common import STATE_CALLBACKS, TRANSITION_CALLBACKS
 from tai_fsm.definition._indexes import Duplicates, PathTrie
 from tai_fsm.definition.locations import Key, SourceMap
-from tai_fsm.definition.machine import RESERVED_ATTRIBUTES
+from tai_fsm.definition.reserved import RESERVED_ATTRIBUTES, reserved_problem
 from tai_fsm.definition.spec import (
     NESTED_SEPARATOR,
     FieldSpec,
@@ -208,9 +208,7 @@ def _name_problem(kind: str, name: str) -> str | None:
         return f"{kind} '{name}' is a Python keyword; choose another name"
     if name.startswith("_"):
         return f"{kind} '{name}' must not start with '_'"
-    if name in RESERVED_ATTRIBUTES:
-        return f"{kind} '{name}' clashes with the Machine attribute '{name}'; choose another name"
-    return None
+    return reserved_problem(kind, name)
 
 
 def _callback_name_problem(name: str, role: str) -> str | None:

@@ -133,6 +133,9 @@ def compose_text(text: str, file: str | None = None) -> Node | None:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        star = exc.context_mark
+        if exc.context == "while scanning an alias" and star and text[star.index] == "*":
+            message += "; a bare * starts a YAML alias: quote it, e.g. source: '*'"
         raise DefinitionError(
             f"invalid YAML: {message}",
             file=file,

@@ -56,11 +56,11 @@ __all__ = [
 
 MACHINE_KEYS = (
     "name", "version", "initial", "snapshot_every", "snapshot_retention", "description",
-    "data", "states", "transitions",
+    "data", "states", "transitions", "ignore_invalid_triggers",
 )  # fmt: skip
 STATE_KEYS = (
     "name", "final", "on_enter", "on_exit", "on_enter_committed", "tags", "timeout",
-    "children", "initial", "description",
+    "children", "initial", "description", "ignore_invalid_triggers",
 )  # fmt: skip
 TRANSITION_KEYS = (
     "trigger", "source", "dest", "conditions", "unless", "before", "after", "after_commit",
@@ -301,6 +301,7 @@ class _Reader:
         snapshot_every = self.integer(body.get("snapshot_every"), "snapshot_every", 100)
         retention = self.integer(body.get("snapshot_retention"), "snapshot_retention", 5)
         description = self.text(body.get("description"), "description")
+        ignore = self.boolean(body.get("ignore_invalid_triggers"), "ignore_invalid_triggers")
         if self.problems or name is None or initial is None:
             raise DefinitionError(_in_file_order(self.problems))
         try:
@@ -314,6 +315,7 @@ class _Reader:
                 snapshot_retention=retention,
                 data_fields=fields,
                 description=description,
+                ignore_invalid_triggers=ignore,
             )
         except pydantic.ValidationError as exc:  # defensive: shapes were checked above
             raise DefinitionError(
@@ -377,6 +379,7 @@ class _Reader:
             )
         elif initial_node is not None and initial_node.value is not None:
             initial = self.string(initial_node, f"initial child of state '{path}'")
+        ignore = body.get("ignore_invalid_triggers")
         return StateSpec(
             name=name,
             final=self.boolean(body.get("final"), f"'final' of state '{path}'"),
@@ -388,6 +391,10 @@ class _Reader:
             children=children,
             initial=initial,
             description=self.text(body.get("description"), "description"),
+            ignore_invalid_triggers=(
+                None if ignore is None or ignore.value is None
+                else self.boolean(ignore, f"'ignore_invalid_triggers' of state '{path}'")
+            ),
         )
 
     def short_path(self, node: Node, path: str) -> bool:

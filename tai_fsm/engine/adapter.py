@@ -29,9 +29,11 @@ from transitions.extensions.nesting import (
     NestedTransition,
 )
 
+from tai_fsm.definition.binding import check_class
+from tai_fsm.definition.listeners import class_listeners
+from tai_fsm.definition.listeners import generation as listener_generation
 from tai_fsm.definition.machine import Machine
 from tai_fsm.definition.spec import NESTED_SEPARATOR, MachineSpec, StateSpec, TransitionSpec
-from tai_fsm.definition.validate import check_callbacks
 from tai_fsm.errors import DefinitionError, TaiFsmError, TransitionNotAllowed
 
 __all__ = ["CompiledMachine", "FireOutcome"]
@@ -137,18 +139,25 @@ class CompiledMachine:
     """A machine class bound to ``transitions``. Build once per class; thread-unsafe (the
     runtime fires on one event loop thread)."""
 
-    def __init__(self, machine_cls: type[Machine]) -> None:
+    def __init__(
+        self, machine_cls: type[Machine], listeners: list[Any] | None = None
+    ) -> None:
         spec = getattr(machine_cls, "spec", None)
         if not isinstance(spec, MachineSpec):
             raise DefinitionError(
                 f"{machine_cls.__name__} has no machine definition (spec); declare states and "
                 "transitions or subclass fsm.load_machine(path)"
             )
-        problems = check_callbacks(spec, machine_cls)
+        problems = check_class(spec, machine_cls)
         if problems:
             raise DefinitionError(problems)
         self.spec = spec
         self.machine_cls = machine_cls
+        #: Runtime-wide listeners (shared by the runtime's machines); the class's own are
+        #: read at each transition (``definition.listeners.class_listeners``).
+        self.listeners: list[Any] = listeners if listeners is not None else []
+        self._listener_key: tuple[int, int] = (-1, -1)
+        self._class_listeners: list[Any] = []
         self.nested = any(state.children for state in spec.states)
         factory = _TaiNestedMachine if self.nested else _TaiFlatMachine
         self._machine = factory(
@@ -159,6 +168,8 @@ class CompiledMachine:
             send_event=True,
             ignore_invalid_triggers=False,
             prepare_event=[_expose_payload],
+            before_state_change=[self._before_transition],
+            after_state_change=[self._after_transition],
             name=spec.name,
         )
         # "*" means every non-final leaf state (`transitions` would include final states).
@@ -179,12 +190,38 @@ class CompiledMachine:
                 prepare=[_mark_spec(transition)],
             )
         self.initial_state = self._resolve_initial(spec.initial)
+        #: Trigger names the machine declares (an unknown one is never ignored).
+        self.known_triggers = frozenset(spec.triggers())
         states = [(path, spec.find_state(path)) for path in spec.state_names()]
         #: Paths of states with a timeout (entering one starts a durable timer).
         self.timed_states = frozenset(p for p, s in states if s is not None and s.timeout)
         self._final_states = frozenset(p for p, s in states if s is not None and s.final)
         self._triggers_by_state: dict[str, list[str]] = {}
         self._post_commit_cache: dict[tuple[TransitionSpec, tuple[str, ...]], list[str]] = {}
+
+    def active_listeners(self) -> list[Any]:
+        """Class listeners (base classes first), then runtime listeners. Cached until a
+        class listener is added or removed (``listeners.generation``) or the runtime's list
+        grows or shrinks: the hot path pays one comparison."""
+        key = (listener_generation(), len(self.listeners))
+        if self._listener_key != key:
+            self._class_listeners = class_listeners(self.machine_cls)
+            self._listener_key = key
+        if not self.listeners:
+            return self._class_listeners
+        return [*self._class_listeners, *self.listeners]
+
+    def _before_transition(self, event_data: EventData) -> None:
+        for listener in self.active_listeners():
+            method = getattr(listener, "before_transition", None)
+            if method is not None:
+                method(event_data.model, event_data)
+
+    def _after_transition(self, event_data: EventData) -> None:
+        for listener in self.active_listeners():
+            method = getattr(listener, "after_transition", None)
+            if method is not None:
+                method(event_data.model, event_data)
 
     def _resolve_initial(self, path: str) -> str:
         """The leaf state entered when entering ``path`` (compound states descend)."""
@@ -277,12 +314,15 @@ class CompiledMachine:
             common -= 1
         return [NESTED_SEPARATOR.join(after[: i + 1]) for i in range(common, len(after))]
 
-    def may_fire(self, instance: Machine, trigger: str) -> bool:
-        """True if ``trigger`` could fire now: a transition exists and its conditions pass.
-        Conditions are evaluated (they must be side-effect free); state is not changed."""
+    def may_fire(
+        self, instance: Machine, trigger: str, payload: dict[str, Any] | None = None
+    ) -> bool:
+        """True if ``trigger`` could fire now: a transition exists and its conditions pass,
+        seeing ``event.payload == payload``. Conditions are evaluated on ``instance`` (pass
+        a copy: the runtime does, see ``runtime.guards``); state is not changed."""
         if trigger not in self._machine.events or instance.state in self._final_states:
             return False
-        return bool(self._machine._can_trigger(instance, trigger))
+        return bool(self._machine._can_trigger(instance, trigger, **(payload or {})))
 
     def available_triggers(self, state: str) -> list[str]:
         """Triggers with a transition from ``state`` (or an ancestor), declaration order."""

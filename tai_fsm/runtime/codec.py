@@ -20,6 +20,7 @@ model.
 
 from __future__ import annotations
 
+import difflib
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "apply_field_defaults",
     "data_from_json",
     "encode_data",
+    "field_problems",
     "next_timers",
     "record_parts",
 ]
@@ -77,6 +79,11 @@ def encode_data(
                 f"{type(data).__name__} {shown(data, 40)}"
             )
         raw, value = json_native(data, what=what, error=error)
+        spec = machine_cls.spec
+        if spec.data_fields:  # declared fields: checked after every callback, as at create
+            problems = field_problems(spec, value)
+            if problems:
+                raise error(f"{spec.name} {what}: " + "; ".join(problems))
     else:
         raw, value = _encode_model(machine_cls, model, data, what, error)
     check_size(raw, what=f"{machine_cls.__name__} {what}")
@@ -137,24 +144,59 @@ def data_from_json(machine_cls: type[Machine], value: Any) -> Any:
 
 
 def apply_field_defaults(spec: MachineSpec, data: dict[str, Any]) -> dict[str, Any]:
-    """Fill declared defaults and check declared types/required fields (YAML ``data:``)."""
+    """Fill declared defaults, then check the data against the declarations
+    (:func:`field_problems`) — ``Runtime.create``'s rule for YAML ``data:``."""
     result = dict(data)
-    problems: list[str] = []
     for field in spec.data_fields:
-        if field.name not in result:
-            if field.required:
-                problems.append(f"missing required field {field.name!r}")
-            elif field.default is not None:
-                result[field.name] = orjson.loads(orjson.dumps(field.default))
-            continue
-        if not _type_ok(field, result[field.name]):
-            problems.append(
-                f"field {field.name!r} must be {field.type}, got "
-                f"{type(result[field.name]).__name__}"
-            )
+        if field.name not in result and not field.required and field.default is not None:
+            result[field.name] = orjson.loads(orjson.dumps(field.default))
+    problems = field_problems(spec, result)
     if problems:
         raise InvalidInput(f"{spec.name} data: " + "; ".join(problems), field="data")
     return result
+
+
+def field_problems(spec: MachineSpec, data: dict[str, Any]) -> list[str]:
+    """What is wrong with ``data`` against ``spec.data_fields`` — the one rule, applied at
+    ``Runtime.create`` and after every trigger's callbacks (a machine that declares no field
+    takes any JSON object):
+
+    * every key is a declared field (``undeclared field 'bogus'; did you mean 'items'?``);
+    * a required field is present;
+    * ``null`` only for a field with no default and not required;
+    * a value matches its field's type."""
+    if not spec.data_fields:
+        return []
+    fields = {f.name: f for f in spec.data_fields}
+    problems = [
+        f"undeclared field {key!r}" + _suggest(key, list(fields))
+        for key in data
+        if key not in fields
+    ]
+    for field in spec.data_fields:
+        if field.name not in data:
+            if field.required:
+                problems.append(f"missing required field {field.name!r}")
+            continue
+        value = data[field.name]
+        if value is None:
+            if field.required:
+                problems.append(f"field {field.name!r} is required and must not be null")
+            elif field.default is not None:
+                problems.append(
+                    f"field {field.name!r} must not be null (its default is "
+                    f"{shown(field.default, 40)}); leave it out to get the default"
+                )
+        elif not _type_ok(field, value):
+            problems.append(
+                f"field {field.name!r} must be {field.type}, got {type(value).__name__}"
+            )
+    return problems
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _type_ok(field: FieldSpec, value: Any) -> bool:

@@ -46,17 +46,19 @@ from tai_fsm.engine.adapter import CompiledMachine, FireOutcome
 from tai_fsm.errors import (
     PostCommitHookFailed,
     TaiFsmError,
+    TransitionNotAllowed,
     VersionConflict,
 )
 from tai_fsm.records import AppendResult, Event, StateSnapshot, StoredState, utc_now
 from tai_fsm.retry import retry_async
-from tai_fsm.runtime import arguments
+from tai_fsm.runtime import arguments, listeners
 from tai_fsm.runtime.arguments import TriggerArgs
 from tai_fsm.runtime.codec import data_from_json, encode_data, next_timers, record_parts
 from tai_fsm.runtime.core import SYNC, InstanceCore, Queued, cancel, core_of, restore
 from tai_fsm.runtime.effects import complete, durable_hooks, effect_key, effect_ops
 from tai_fsm.runtime.events import DEFAULT_METADATA, build_event, snapshot_doc
 from tai_fsm.runtime.extras import CommitExtras
+from tai_fsm.runtime.guards import head_event, ignored, may_fire
 from tai_fsm.runtime.host import Host
 from tai_fsm.stores.ops import Append, Op
 
@@ -200,9 +202,11 @@ class Committer:
         (:mod:`tai_fsm.runtime.extras`): for hosts such as the worker, never for callbacks."""
         return await self._trigger(instance, name, actor, reason, context, payload, extras)
 
-    def may_trigger(self, instance: Machine, name: str) -> bool:
+    def may_trigger(
+        self, instance: Machine, name: str, payload: dict[str, Any] | None = None
+    ) -> bool:
         core_of(instance)
-        return self.compiled.may_fire(instance, arguments.name(name))
+        return may_fire(self.compiled, instance, name, payload)  # on a copy: runtime.guards
 
     def available_triggers(self, instance: Machine) -> list[str]:
         return self.compiled.available_triggers(instance.state)
@@ -225,7 +229,16 @@ class Committer:
                 f"the Runtime hosting {instance!r} is closed; open a new one to trigger"
             )
         async with core.get_lock():
-            fired, cancelled = await self._commit(instance, core, args, extras)
+            try:
+                fired, cancelled = await self._commit(instance, core, args, extras)
+            except TransitionNotAllowed as exc:
+                if ignored(self.compiled, instance, args.name, exc):  # nothing to commit
+                    return await head_event(self.host.store, instance, core.version)
+                listeners.on_exception(self.compiled, instance, args.name, exc)
+                raise
+            except Exception as exc:  # nothing committed: tell the listeners, re-raise
+                listeners.on_exception(self.compiled, instance, args.name, exc)
+                raise
         if cancelled:
             # The caller was cancelled while the append was in flight and the event landed:
             # the instance reflects it, and its post-commit hooks still run (in background).
@@ -238,6 +251,7 @@ class Committer:
     ) -> Event:
         event = fired.event
         errors = await self._run_post_commit(instance, core, fired.outcome, event, fired.queued)
+        errors += await listeners.after_commit(self.compiled, instance, event)
         await self._drain(fired.queued)
         if errors:
             raise PostCommitHookFailed(

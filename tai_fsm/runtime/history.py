@@ -5,13 +5,15 @@ and audit (hash-chain verification). Replay sets state and data directly from ea
 ``verify`` checks, per stream: dense versions; each event's ``prev_hash`` is the hash of the
 event before; each event's own hash (which covers ``from_state`` only at version 1, see
 :mod:`tai_fsm.runtime.hashing`); from version 2 on, ``from_state`` equals the previous
-event's ``to_state``; a snapshot's recorded hash matches the event at its version; and the
-state record reflects the newest event. A record that cannot be decoded is reported as a
+event's ``to_state``; a snapshot equals the event at its version (the event hash it
+records and its data against the event's ``to_state``), and none lies beyond the head; and
+the state record reflects the newest event. A record that cannot be decoded is reported as a
 problem, never raised.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,11 +24,15 @@ from tai_fsm.records import Event, StateSnapshot, StoredState, ensure_utc
 from tai_fsm.runtime.hashing import compute_event_hash
 from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, Store, span_of
 
+log = logging.getLogger("tai_fsm.runtime")
+
 __all__ = [
     "Rebuilt",
     "VerifyReport",
     "rebuild",
     "record_reflects",
+    "snapshot_follow_mismatch",
+    "snapshot_mismatch",
     "verify_checked",
     "verify_governor",
     "verify_instance",
@@ -45,17 +51,96 @@ class Rebuilt:
     last_hash: str | None
 
 
+def snapshot_mismatch(snap: StateSnapshot, event: Event) -> str | None:
+    """Why snapshot ``snap`` disagrees with ``event``, the event at its version (None when
+    it agrees): the event hash it records, and its data against the event's ``to_state``
+    (which the event's hash covers). A snapshot is a cache of the log, never its master."""
+    recorded = snap.metadata.context.get("event_hash")
+    if recorded is not None and event.hash is not None and recorded != event.hash:
+        return (
+            f"the snapshot at version {snap.version} records another event hash than the "
+            "event log's"
+        )
+    if snap.data != event.to_state.data:
+        return (
+            f"the snapshot at version {snap.version} does not match the event log (its data "
+            "differs from the state that event moved to)"
+        )
+    return None
+
+
+def snapshot_follow_mismatch(snap: StateSnapshot, following: Event) -> str | None:
+    """Why snapshot ``snap`` disagrees with ``following``, the event right after it, when
+    the event at the snapshot's version is gone (compacted): that event's ``prev_hash``
+    (covered by its hash) must be the hash the snapshot records, and the ``from_state`` it
+    keeps since compaction must be the snapshot's data. None when it agrees."""
+    recorded = snap.metadata.context.get("event_hash")
+    if recorded is not None and following.prev_hash is not None and recorded != following.prev_hash:
+        return (
+            f"the snapshot at version {snap.version} records another event hash than the "
+            f"event log's (version {following.version} follows another event)"
+        )
+    if following.from_state is not None and following.from_state.data != snap.data:
+        return (
+            f"the snapshot at version {snap.version} does not match the event log (its data "
+            f"differs from the state version {following.version} moved from)"
+        )
+    return None
+
+
+async def _snapshot_problem(
+    store: Store, governor: str, stream_id: str, snap: StateSnapshot
+) -> str | None:
+    """Why ``snap`` cannot be trusted over the log (None when it can): compared with the
+    event at its version, or — compacted away — with the event after it. With neither in
+    the log, the snapshot's own seal (checked when it was decoded) is all there is."""
+    event = await _event_at(store, governor, stream_id, snap.version)
+    if event is not None:
+        return snapshot_mismatch(snap, event)
+    following = await _event_at(store, governor, stream_id, snap.version + 1)
+    return None if following is None else snapshot_follow_mismatch(snap, following)
+
+
+async def _event_at(store: Store, governor: str, stream_id: str, version: int) -> Event | None:
+    """The event at ``version`` (decoded with the few rows a delta needs), or None when it
+    is not in the log (compacted)."""
+    span = await store.read_event_span(
+        governor, stream_id, after_version=version - 1, up_to_version=version
+    )
+    return span.last if span.count else None
+
+
 async def _snapshot_before(
     store: Store, governor: str, stream_id: str, version: int | None, at: datetime | None
 ) -> StateSnapshot | None:
-    if at is None:
-        return await store.load_snapshot(governor, stream_id, at_or_before=version)
-    for snap_version in reversed(await store.snapshot_versions(governor, stream_id)):
-        if version is not None and snap_version > version:
+    """The newest snapshot at or before ``version`` (and taken at or before ``at``) that
+    agrees with the event log. A snapshot whose event is still in the log must equal it
+    (:func:`snapshot_mismatch`); one whose event was compacted must agree with the event
+    after it (:func:`snapshot_follow_mismatch`), and is otherwise trusted on its own seal
+    (checked when it is decoded). A snapshot that fails a check is skipped with a
+    warning, and the next older one tried: recovery and ``state_at`` then replay more of
+    the log, they never return a forged snapshot's data."""
+    limit = version
+    while limit is None or limit >= 1:
+        try:
+            snap = await store.load_snapshot(governor, stream_id, at_or_before=limit)
+        except IntegrityError as exc:
+            bad = exc.version
+            log.warning("%s/%s: %s; using the event log instead", governor, stream_id, exc)
+            if not isinstance(bad, int):
+                return None
+            limit = bad - 1
             continue
-        snap = await store.load_snapshot(governor, stream_id, at_or_before=snap_version)
-        if snap is not None and snap.timestamp <= at:
-            return snap
+        if snap is None:
+            return None
+        if at is None or snap.timestamp <= at:
+            problem = await _snapshot_problem(store, governor, stream_id, snap)
+            if problem is None:
+                return snap
+            log.warning(
+                "%s/%s: %s; replaying the event log instead", governor, stream_id, problem
+            )
+        limit = snap.version - 1
     return None
 
 
@@ -129,7 +214,7 @@ async def rebuild(
                 if earliest.version > version:
                     raise _compacted(stream_id, version, earliest.version)
                 break
-        raise StateNotFound(governor, stream_id, "instance history")
+        raise StateNotFound(governor, stream_id, "instance")
     if version is not None and current != version:
         head = await store.stream_version(governor, stream_id)
         raise InvalidInput(
@@ -194,14 +279,12 @@ class VerifyReport:
 async def _check_snapshot_anchor(
     store: Store, governor: str, stream_id: str, event: Event
 ) -> str | None:
-    """A snapshot records the hash of the event it was taken at: they must agree."""
+    """A snapshot must be the state its event moved to: the event hash it records and its
+    data (:func:`snapshot_mismatch`)."""
     snap = await store.load_snapshot(governor, stream_id, at_or_before=event.version)
     if snap is None or snap.version != event.version:
         return None
-    recorded = snap.metadata.context.get("event_hash")
-    if recorded is not None and recorded != event.hash:
-        return f"version {event.version}: the snapshot at this version records another hash"
-    return None
+    return snapshot_mismatch(snap, event)
 
 
 def _check_event(
@@ -274,6 +357,12 @@ async def verify_stream(
                     else:  # the chain starts here; every later link is still checked
                         prev_hash = event.prev_hash
                         report.anchored = False
+                    if anchor is not None and (
+                        mismatch := snapshot_follow_mismatch(anchor, event)
+                    ):
+                        report.problems.append(mismatch)
+                        report.broken_version = anchor.version
+                        return report
             problem = _check_event(event, expected, prev_hash, last)
             if problem is None and event.version in snapshot_versions:
                 problem = await _check_snapshot_anchor(store, governor, stream_id, event)
@@ -290,6 +379,14 @@ async def verify_stream(
         report.broken_version = expected
         return report
     report.head = expected - 1
+    beyond = [v for v in snapshot_versions if v > report.head]
+    if beyond and last is not None:
+        report.problems.append(
+            f"a snapshot at version {beyond[0]} lies beyond the head of the event log "
+            f"({report.head})"
+        )
+        report.broken_version = beyond[0]
+        return report
     if last is None:
         return report
     try:

@@ -52,6 +52,7 @@ from tai_fsm.stores.common import (
 )
 from tai_fsm.stores.ops import STATES, Append, CommitResult, Delete, Op, Put
 from tai_fsm.stores.planning import EventRow, Prepared, check_snapshot_version, prepare
+from tai_fsm.stores.query import check_filter, scan_states
 from tai_fsm.stores.recordcodec import (
     FULL_EVERY,
     EventDecoder,
@@ -177,10 +178,58 @@ class Store(SeedAPI, abc.ABC):
         ``expected_version`` is given and differs."""
         await self.commit(governor, [Delete(state_id, expected_version)])
 
-    async def list_states(self, governor: str) -> AsyncIterator[str]:
-        """Ids of the state records in ``governor``, ascending, read in pages."""
-        async for record_id in self.list_records(governor, kind=STATES):
-            yield record_id
+    async def list_states(
+        self,
+        governor: str,
+        *,
+        machine: str | None = None,
+        state: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> AsyncIterator[str]:
+        """Ids of the state records in ``governor``, ascending, read in pages of
+        ``batch_size`` — only those of ``machine`` and/or in ``state`` when given (see
+        :meth:`find_states`)."""
+        gov = check_id(governor, "governor")
+        machine = check_filter(machine, "machine")
+        state = check_filter(state, "state")
+        size = check_batch_size(batch_size)
+        if machine is None and state is None:
+            async for record_id in self.list_records(gov, kind=STATES):
+                yield record_id
+            return
+        after = ""
+        while True:
+            page = await self._find_states(gov, machine, state, after, size)
+            for record_id in page:
+                yield record_id
+            if len(page) < size:
+                return
+            after = page[-1]
+
+    async def find_states(
+        self,
+        governor: str,
+        *,
+        machine: str | None = None,
+        state: str | None = None,
+        after: str = "",
+        limit: int = DEFAULT_BATCH_SIZE,
+    ) -> list[str]:
+        """One page of a query: up to ``limit`` ids greater than ``after``, ascending, of
+        the state records whose ``data`` names ``machine`` (``data["machine"]``) and/or
+        ``state`` (``data["state"]``, an exact state path); ``None`` matches anything.
+        Pass the last id of a page as ``after`` for the next one. Answered from an index
+        kept with every write (:mod:`tai_fsm.stores.query`); each page is one consistent
+        read, so an instance that changes state while you page is listed at most once."""
+        gov = check_id(governor, "governor")
+        machine = check_filter(machine, "machine")
+        state = check_filter(state, "state")
+        if not isinstance(after, str):
+            raise InvalidInput(
+                f"after must be a string (an id), got {type(after).__name__}", field="after"
+            )
+        size = check_version(limit, "limit", minimum=1)
+        return await self._find_states(gov, machine, state, after, size)
 
     async def list_records(self, governor: str, *, kind: str) -> AsyncIterator[str]:
         """Ids of the records of ``kind`` in ``governor``, ascending, read in pages."""
@@ -442,6 +491,24 @@ class Store(SeedAPI, abc.ABC):
     @abc.abstractmethod
     async def _list_records(self, governor: str, kind: str, after: str, limit: int) -> list[str]:
         """Up to ``limit`` record ids of ``kind`` greater than ``after``, ascending."""
+
+    async def _find_states(
+        self, governor: str, machine: str | None, state: str | None, after: str, limit: int
+    ) -> list[str]:
+        """Up to ``limit`` ids ``> after`` of state records matching both filters (``None``
+        = any), ascending. The default lists every id (:meth:`list_records`) and decodes
+        each record (:func:`tai_fsm.stores.query.scan_states`) — correct for any store,
+        wrappers included, and linear in the governor's size per page; backends override
+        it with an index."""
+
+        async def read_raw(ids: list[str]) -> dict[str, bytes]:
+            rows = await self._read_records(governor, STATES, ids) if ids else {}
+            return {rid: row.raw for rid, row in rows.items()}
+
+        return await scan_states(
+            aiter(self.list_records(governor, kind=STATES)),
+            read_raw, machine, state, after, limit, DEFAULT_BATCH_SIZE,
+        )
 
     @abc.abstractmethod
     async def _list_governors(self) -> list[str]:

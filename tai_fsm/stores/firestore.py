@@ -38,10 +38,12 @@ from urllib.parse import quote
 
 from google.auth import exceptions as auth_exc
 from google.cloud.firestore import AsyncClient
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from tai_fsm.errors import InvalidInput, TaiFsmError
 from tai_fsm.records import CleanupResult, StoreStats
 from tai_fsm.stores.base import DEFAULT_BATCH_SIZE, RawRecord, Store
+from tai_fsm.stores.common import check_id
 from tai_fsm.stores.firestore_codec import (
     MAX_VERSION,
     clamp,
@@ -59,8 +61,8 @@ from tai_fsm.stores.firestore_codec import (
 from tai_fsm.stores.firestore_commit import commit
 from tai_fsm.stores.firestore_errors import call, translate
 from tai_fsm.stores.firestore_io import Documents, raw_of, ts_of
-from tai_fsm.stores.firestore_maintenance import compact, governor_stats
-from tai_fsm.stores.ops import CommitResult
+from tai_fsm.stores.firestore_maintenance import compact, governor_stats, reindex_states
+from tai_fsm.stores.ops import STATES, CommitResult
 from tai_fsm.stores.planning import EventRow, Prepared
 
 __all__ = ["FirestoreStore"]
@@ -149,6 +151,26 @@ class FirestoreStore(Store):
             after=after or None, fields=[],
         )
         return [doc.id for doc in await docs.fetch(query.limit(limit), f"list of {kind}")]
+
+    async def _find_states(
+        self, governor: str, machine: str | None, state: str | None, after: str, limit: int
+    ) -> list[str]:
+        """One query, names only: equality on the ``machine`` and/or ``state`` fields of
+        the state documents, in key order. Served by the automatic single-field indexes
+        (Firestore merges them for two equalities); docs/firestore.md#indexes."""
+        if machine is None and state is None:
+            return await self._list_records(governor, STATES, after, limit)
+        docs = self._open()
+        col = docs.records(governor, STATES)
+        query = col.select([])
+        for name, value in (("machine", machine), ("state", state)):
+            if value is not None:
+                query = query.where(filter=FieldFilter(name, "==", value))
+        query = query.order_by("__name__")
+        if after:
+            query = query.start_after({"__name__": col.document(after)})
+        found = await docs.fetch(query.limit(limit), "query of states")
+        return [doc.id for doc in found]
 
     async def _list_governors(self) -> list[str]:
         """``ListDocuments`` of the root shows the governor documents, which exist only as
@@ -314,6 +336,19 @@ class FirestoreStore(Store):
         return await governor_stats(docs, governors)
 
     # ------------------------------------------------------------------ maintenance
+    async def reindex(self, governor: str | None = None) -> int:
+        """Fill the query index fields (``machine``, ``state``) of state documents written
+        before they existed (tai-fsm 0.1 before queries), in ``governor`` or in every
+        governor; returns how many documents were updated. Each update is preconditioned
+        on the document being unchanged (a concurrent commit writes the fields itself).
+        Safe to run again and while writers run; it reads every state document once."""
+        gov = None if governor is None else check_id(governor, "governor")
+        governors = [gov] if gov is not None else await self._list_governors()
+        updated = 0
+        for name in governors:
+            updated += await reindex_states(self._open(), name)
+        return updated
+
     async def drop_all(self) -> int:
         """Delete every document under this store's prefix (all governors) and return how
         many; other prefixes are untouched. For tests and resets — not atomic, and writers

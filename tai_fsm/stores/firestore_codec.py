@@ -26,9 +26,10 @@ fields travel with it. Layout (all under the root collection ``{prefix}governors
   the stream empty.
 
 Every record, event and snapshot document keeps the stored JSON as text in ``record``, its
-size in bytes in ``size`` (statistics sum it) and ``version``; events add ``stream_id``,
-``event_id`` and ``ts`` (the event's timestamp in epoch microseconds, filtered on without
-decoding), snapshots ``stream_id``.
+size in bytes in ``size`` (statistics sum it) and ``version``; state records add their
+query index fields ``machine`` and ``state`` (``find_states`` filters on them with
+single-field indexes); events add ``stream_id``, ``event_id`` and ``ts`` (the event's
+timestamp in epoch microseconds, filtered on without decoding), snapshots ``stream_id``.
 
 The concurrency token handed to callers is ``"{version}@{seconds}.{nanos:09d}~{crc:08x}"``: the
 record's version, its document's ``update_time`` at full precision and a CRC-32 of the
@@ -59,6 +60,7 @@ __all__ = [
     "delete_write",
     "event_fields",
     "event_key",
+    "index_write",
     "kind_collection",
     "record_fields",
     "root_collection",
@@ -148,9 +150,33 @@ def snapshot_version_of_key(key: str) -> int:
 
 
 # ---------------------------------------------------------------------- document fields
-def record_fields(version: int, raw: bytes) -> dict[str, Any]:
-    """Fields of a record document (any kind) at ``version``."""
-    return {"record": raw.decode("utf-8"), "size": len(raw), "version": version}
+def record_fields(
+    version: int, raw: bytes, index: tuple[str | None, str | None] = (None, None)
+) -> dict[str, Any]:
+    """Fields of a record document (any kind) at ``version``; a state record adds its
+    query index fields ``machine`` and ``state`` (:mod:`tai_fsm.stores.query`) where it
+    has them."""
+    fields: dict[str, Any] = {"record": raw.decode("utf-8"), "size": len(raw), "version": version}
+    machine, state = index
+    if machine is not None:
+        fields["machine"] = machine
+    if state is not None:
+        fields["state"] = state
+    return fields
+
+
+def index_write(
+    path: str, index: tuple[str | None, str | None], when: Token
+) -> Any:
+    """Set (or remove, for ``None``) only the ``machine`` and ``state`` fields of the
+    document at ``path`` if it is unchanged since ``when`` (:meth:`FirestoreStore.reindex`)."""
+    fields = {
+        name: value for name, value in zip(("machine", "state"), index, strict=True)
+        if value is not None
+    }
+    write = _write_pb(path, fields, when)
+    write.update_mask.field_paths.extend(["machine", "state"])
+    return write
 
 
 def event_fields(

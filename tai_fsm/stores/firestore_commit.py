@@ -240,7 +240,8 @@ class _Attempt:
         for kind, record_id, version, raw in decided.puts:
             key = (kind, record_id)
             position[key] = len(writes)
-            writes.append(set_write(self._path(key), record_fields(version, raw), self.when[key]))
+            fields = record_fields(version, raw, decided.index(kind, record_id))
+            writes.append(set_write(self._path(key), fields, self.when[key]))
         for key in decided.deletes:
             writes.append(delete_write(self._path(key), self.when[key]))
         for item in self.prepared:

@@ -28,9 +28,11 @@ from tai_fsm.stores.firestore_codec import (
     COMPACTED,
     EVENTS,
     SNAPSHOTS,
+    Token,
     delete_write,
     event_fields,
     event_key,
+    index_write,
     kind_collection,
     set_write,
     snapshot_key,
@@ -38,12 +40,13 @@ from tai_fsm.stores.firestore_codec import (
     stream_range,
     version_of_key,
 )
-from tai_fsm.stores.firestore_errors import call
-from tai_fsm.stores.firestore_io import Documents, int_field
+from tai_fsm.stores.firestore_errors import CONFLICT_ERRORS, call
+from tai_fsm.stores.firestore_io import Documents, int_field, raw_of
 from tai_fsm.stores.ops import STATES
 from tai_fsm.stores.planning import EventRow
+from tai_fsm.stores.query import index_of_raw
 
-__all__ = ["compact", "governor_stats"]
+__all__ = ["compact", "governor_stats", "reindex_states"]
 
 #: Builds the self-contained row of the event at a version (the base class's
 #: ``Store._decode_document_at`` for one stream), None when there is no such event.
@@ -184,3 +187,33 @@ async def _one_governor(docs: Documents, governor: str) -> StoreStats:
         max_version=max(cast(int, sums_and_tops[-2]), cast(int, sums_and_tops[-1])),
         bytes=sum(part["b"] for part in sums.values()),
     )
+
+
+async def reindex_states(docs: Documents, governor: str, page: int = 300) -> int:
+    """Write the ``machine``/``state`` fields of every state document of ``governor`` whose
+    fields differ from what its record holds (one small commit per such document,
+    preconditioned on its ``update_time``: a document changed meanwhile fails the
+    precondition and is skipped — its writer set the fields). Returns how many were
+    written."""
+    col = docs.records(governor, STATES)
+    written = 0
+    async for found in docs.scan(
+        col, None, None, end_inclusive=False, page=page,
+        fields=["record", "machine", "state", "version"], what="reindex of states",
+    ):
+        writes = []
+        for doc in found:
+            fields = doc.to_dict() or {}
+            index = index_of_raw(raw_of(doc))
+            if (fields.get("machine"), fields.get("state")) == index:
+                continue
+            token = Token.of(int_field(doc, "version"), doc.update_time, 0)
+            path = str(doc.reference._document_path)
+            writes.append(index_write(path, index, token))
+        for write in writes:  # one by one: a stale precondition must not void the others
+            try:
+                await docs.commit([write], "reindex of states")
+            except CONFLICT_ERRORS:
+                continue
+            written += 1
+    return written

@@ -28,6 +28,7 @@ from tai_fsm.stores.planning import (
     plan,
     recognise,
 )
+from tai_fsm.stores.query import Index, matches
 
 __all__ = ["MemoryStore"]
 
@@ -57,6 +58,8 @@ class MemoryStore(Store):
         self._records: dict[tuple[str, str, str], tuple[int, bytes]] = {}
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._snapshots: dict[tuple[str, str], dict[int, bytes]] = {}
+        #: (governor, id) -> (machine, state) of every state record: the query index
+        self._index: dict[tuple[str, str], Index] = {}
 
     async def close(self) -> None:
         """Mark the store closed (idempotent); its data is dropped with the object."""
@@ -82,6 +85,18 @@ class MemoryStore(Store):
                 rid
                 for gov, k, rid in self._records
                 if gov == governor and k == kind and rid > after
+            )
+        return ids[:limit]
+
+    async def _find_states(
+        self, governor: str, machine: str | None, state: str | None, after: str, limit: int
+    ) -> list[str]:
+        """A scan of the index beside the records (no record is decoded)."""
+        with self._lock:
+            self._open()
+            ids = sorted(
+                rid for (gov, rid), index in self._index.items()
+                if gov == governor and rid > after and matches(index, machine, state)
             )
         return ids[:limit]
 
@@ -135,8 +150,12 @@ class MemoryStore(Store):
                 stream.rows.extend(rows)
             for kind, record_id, version, raw in decided.puts:
                 self._records[(governor, kind, record_id)] = (version, raw)
+                if kind == STATES:
+                    self._index[(governor, record_id)] = decided.index(kind, record_id)
             for kind, record_id in decided.deletes:
                 del self._records[(governor, kind, record_id)]
+                if kind == STATES:
+                    del self._index[(governor, record_id)]
         return decided.result
 
     # ------------------------------------------------------------------ event streams

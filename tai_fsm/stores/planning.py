@@ -46,6 +46,7 @@ from tai_fsm.stores.ops import (
     OpResult,
     Put,
 )
+from tai_fsm.stores.query import Index, index_of
 from tai_fsm.stores.recordcodec import encode_event, encode_record
 
 __all__ = [
@@ -66,6 +67,8 @@ __all__ = [
     "prepare",
     "recognise",
 ]
+
+_NO_INDEX: Index = (None, None)
 
 #: (version, event id, timestamp in epoch microseconds, stored JSON)
 EventRow = tuple[int, str, int, bytes]
@@ -312,6 +315,13 @@ class Plan:
     events: list[tuple[str, list[EventRow]]] = field(default_factory=list)
     puts: list[tuple[str, str, int, bytes]] = field(default_factory=list)
     deletes: list[tuple[str, str]] = field(default_factory=list)
+    #: the query index fields (machine, state) of each state record put, by id
+    #: (:mod:`tai_fsm.stores.query`): backends store them beside the record
+    indexed: dict[str, Index] = field(default_factory=dict)
+
+    def index(self, kind: str, record_id: str) -> Index:
+        """The index fields of the record put as ``(kind, record_id)``."""
+        return self.indexed.get(record_id, _NO_INDEX) if kind == STATES else _NO_INDEX
 
 
 def plan(governor: str, prepared: list[Prepared], current: Current) -> Plan:
@@ -353,14 +363,17 @@ def plan(governor: str, prepared: list[Prepared], current: Current) -> Plan:
             new_head = base + len(rows)
             decided.events.append((item.stream_id, rows))
             state_raw = item.state_raw(new_head)
-            if state_raw is not None:
+            if state_raw is not None and item.state is not None:
                 decided.puts.append((STATES, item.stream_id, new_head, state_raw))
+                decided.indexed[item.stream_id] = index_of(item.state)
             results.append(OpResult(new_head))
         elif isinstance(item, PreparedPut):
             version = current.versions.get((item.kind, item.record_id), 0)
             if item.expected is not None and version != item.expected:
                 raise VersionConflict(item.record_id, item.expected, version)
             decided.puts.append((item.kind, item.record_id, version + 1, item.raw(version + 1)))
+            if item.kind == STATES:
+                decided.indexed[item.record_id] = index_of(item.snapshot)
             results.append(OpResult(version + 1))
         elif isinstance(item, PreparedDelete):
             version = current.versions.get((item.kind, item.record_id), 0)

@@ -40,7 +40,13 @@ from tai_fsm.stores import sqlite_ops as ops
 from tai_fsm.stores.base import RawRecord, Store
 from tai_fsm.stores.ops import CommitResult
 from tai_fsm.stores.planning import EventRow, Prepared
-from tai_fsm.stores.sqlite_schema import check_synchronous, connect
+from tai_fsm.stores.sqlite_schema import (
+    SCHEMA_VERSION,
+    check_synchronous,
+    connect,
+    map_error,
+    schema_version,
+)
 from tai_fsm.stores.sqlite_worker import READ, STOP, WRITE, Job, serve
 
 __all__ = ["SQLiteStore"]
@@ -87,6 +93,12 @@ class SQLiteStore(Store):
             self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout,
             create=create, read_only=self.read_only,
         )
+        try:
+            #: 2 only for a schema-2 file opened read-only (not migrated): queries scan
+            self.schema_version = schema_version(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise map_error(exc, self.path, self.busy_timeout) from None
         self._jobs: queue.SimpleQueue[Job | Any] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(
@@ -135,6 +147,19 @@ class SQLiteStore(Store):
         ``busy_timeout`` (ms) and ``schema_version``."""
         return await self._run(ops.pragmas)
 
+    async def vacuum(self) -> tuple[int, int]:
+        """Give the space freed by deletions (``cleanup_old_data``, ``delete_state``) back
+        to the disk: SQLite keeps freed pages in the file for reuse until ``VACUUM``
+        rebuilds it. Returns ``(bytes on disk before, after)`` — the file and its
+        write-ahead log. Needs free disk space about the size of the file while it runs,
+        and waits for (then blocks) other writers."""
+        if self.read_only:
+            raise StoreFailure(
+                f"SQLite file {self.path} was opened read-only; it cannot be vacuumed",
+                condition="read_only",
+            )
+        return await self._run(partial(ops.vacuum, self.path))  # outside any transaction
+
     # ------------------------------------------------------------------ backend hooks
     async def _read_records(
         self, governor: str, kind: str, record_ids: list[str]
@@ -143,6 +168,13 @@ class SQLiteStore(Store):
 
     async def _list_records(self, governor: str, kind: str, after: str, limit: int) -> list[str]:
         return await self._run(partial(ops.list_records, governor, kind, after, limit))
+
+    async def _find_states(
+        self, governor: str, machine: str | None, state: str | None, after: str, limit: int
+    ) -> list[str]:
+        if self.schema_version < SCHEMA_VERSION:  # a schema-2 file opened read-only
+            return await super()._find_states(governor, machine, state, after, limit)
+        return await self._run(partial(ops.find_states, governor, machine, state, after, limit))
 
     async def _list_governors(self) -> list[str]:
         return await self._run(ops.list_governors)

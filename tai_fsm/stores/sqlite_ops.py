@@ -14,6 +14,7 @@ checked and records encoded by the ``Store`` base class.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from typing import Any
 
@@ -37,9 +38,10 @@ _MAX = 2**63 - 1
 _BATCH = 500  # ids per IN (...) query, well under SQLite's variable limit
 
 _UPSERT = (
-    "INSERT INTO records (governor, kind, id, version, data) VALUES (?, ?, ?, ?, ?) "
+    "INSERT INTO records (governor, kind, id, version, data, machine, state) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (governor, kind, id) DO UPDATE SET version = excluded.version, "
-    "data = excluded.data"
+    "data = excluded.data, machine = excluded.machine, state = excluded.state"
 )
 _INSERT_EVENT = (
     "INSERT INTO events (governor, stream_id, version, event_id, ts, data) "
@@ -94,6 +96,31 @@ def list_records(governor: str, kind: str, after: str, limit: int, conn: _Conn) 
     rows = conn.execute(
         "SELECT id FROM records WHERE governor = ? AND kind = ? AND id > ? ORDER BY id LIMIT ?",
         (governor, kind, after, limit),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def find_states(
+    governor: str,
+    machine: str | None,
+    state: str | None,
+    after: str,
+    limit: int,
+    conn: _Conn,
+) -> list[str]:
+    """One index range scan (``records_by_machine``, ``records_by_state`` or
+    ``records_by_machine_state``), already in id order."""
+    where = ["governor = ?", "kind = 'states'"]
+    args: list[object] = [governor]
+    if machine is not None:
+        where.append("machine = ?")
+        args.append(machine)
+    if state is not None:
+        where.append("state = ?")
+        args.append(state)
+    rows = conn.execute(
+        f"SELECT id FROM records WHERE {' AND '.join(where)} AND id > ? ORDER BY id LIMIT ?",
+        (*args, after, limit),
     ).fetchall()
     return [row[0] for row in rows]
 
@@ -160,7 +187,8 @@ def commit(governor: str, prepared: list[Prepared], conn: _Conn) -> CommitResult
         else:
             conn.executemany(_INSERT_EVENT, params)
     for kind, record_id, version, raw in decided.puts:
-        conn.execute(_UPSERT, (governor, kind, record_id, version, raw))
+        machine, state = decided.index(kind, record_id)
+        conn.execute(_UPSERT, (governor, kind, record_id, version, raw, machine, state))
     for kind, record_id in decided.deletes:
         conn.execute(
             "DELETE FROM records WHERE governor = ? AND kind = ? AND id = ?",
@@ -362,3 +390,27 @@ def stats(governor: str | None, conn: _Conn) -> StoreStats:
         max_version=max(state_max or 0, event_max or 0),
         bytes=size,
     )
+
+
+# ---------------------------------------------------------------------- maintenance
+def _disk_size(path: str) -> int:
+    """Bytes the store takes on disk: the file and its write-ahead log."""
+    total = 0
+    for suffix in ("", "-wal"):
+        try:
+            total += os.path.getsize(path + suffix)
+        except OSError:
+            pass
+    return total
+
+
+def vacuum(path: str, conn: _Conn) -> tuple[int, int]:
+    """Rebuild the file without its free pages (``VACUUM``) and empty the write-ahead log;
+    ``(bytes on disk before, after)``. Runs outside any transaction; other connections may
+    keep reading meanwhile (a reader holding an old snapshot can keep the log from being
+    emptied: the sizes say what was actually freed)."""
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = _disk_size(path)
+    conn.execute("VACUUM")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return before, _disk_size(path)

@@ -2,7 +2,8 @@
 
 Tables follow the logical model of DESIGN.md §3, keyed the same way::
 
-    records(governor, kind, id, version, data)           PRIMARY KEY (governor, kind, id)
+    records(governor, kind, id, version, data, machine, state)
+                                                         PRIMARY KEY (governor, kind, id)
     events(governor, stream_id, version, event_id, ts, data)
                                                          PRIMARY KEY (governor, stream_id, version)
     snapshots(governor, stream_id, version, data)        PRIMARY KEY (governor, stream_id, version)
@@ -10,12 +11,23 @@ Tables follow the logical model of DESIGN.md §3, keyed the same way::
 
 ``kind`` is ``states`` for state records (``locks`` for lock leases, ...). ``data`` is
 the record's stored JSON (:mod:`tai_fsm.stores.recordcodec`) as a BLOB, ``ts`` the event
-timestamp in microseconds since the epoch (UTC) for ``until=`` filters. Two writers of
+timestamp in microseconds since the epoch (UTC) for ``until=`` filters. ``machine`` and
+``state`` are a state record's query index fields (:mod:`tai_fsm.stores.query`), written
+with the record; three partial indexes on state records answer ``find_states`` by machine,
+by state, or both, in id order. Two writers of
 the same event version collide on the primary key; the store checks versions inside
 ``BEGIN IMMEDIATE`` transactions, so several processes may share one file.
 
 The schema is created on first open. A file written by a newer tai-fsm (a higher
 ``schema_version``) is refused with ``InvalidInput``: opening it could corrupt it.
+
+Schema history: 1 — a pre-release (events held both states; refused, re-create the store);
+2 — the first release; 3 — adds ``records.machine`` / ``records.state`` and their indexes.
+A schema-2 file is migrated in place when it is opened for writing (one ``BEGIN
+IMMEDIATE`` transaction: add the columns, fill them from every state record, create the
+indexes; concurrent openers wait and then see schema 3). Stop processes running an older
+tai-fsm first: they would keep writing records without the index fields. A schema-2 file
+opened ``read_only`` is read as it is; its queries then scan instead of using the index.
 """
 
 from __future__ import annotations
@@ -33,15 +45,19 @@ from tai_fsm.errors import (
     StoreUnavailable,
     TaiFsmError,
 )
+from tai_fsm.stores.query import index_of_raw
 
 __all__ = [
     "SCHEMA_VERSION",
     "SYNCHRONOUS_MODES",
     "connect",
     "map_error",
+    "schema_version",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: Oldest schema this tai-fsm migrates in place.
+MIGRATES_FROM = 2
 SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
 
 _TABLES = ("events", "records", "schema_version", "snapshots")
@@ -54,6 +70,8 @@ _DDL = (
         id       TEXT NOT NULL,
         version  INTEGER NOT NULL,
         data     BLOB NOT NULL,
+        machine  TEXT,
+        state    TEXT,
         PRIMARY KEY (governor, kind, id)
     ) WITHOUT ROWID""",
     """CREATE TABLE events (
@@ -73,6 +91,15 @@ _DDL = (
         data      BLOB NOT NULL,
         PRIMARY KEY (governor, stream_id, version)
     ) WITHOUT ROWID""",
+)
+
+#: The query indexes of schema 3 (partial: only state records are indexed).
+_INDEXES = (
+    "CREATE INDEX records_by_machine ON records (governor, machine, id) "
+    "WHERE kind = 'states'",
+    "CREATE INDEX records_by_state ON records (governor, state, id) WHERE kind = 'states'",
+    "CREATE INDEX records_by_machine_state ON records (governor, machine, state, id) "
+    "WHERE kind = 'states'",
 )
 
 
@@ -195,7 +222,7 @@ def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:
                         field="path",
                         value=path,
                     )
-                for statement in _DDL:
+                for statement in (*_DDL, *_INDEXES):
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             conn.execute("COMMIT")
@@ -203,10 +230,56 @@ def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-    _check_schema(conn, path)
+    if _check_schema(conn, path) < SCHEMA_VERSION:
+        _migrate(conn, path)
+        _check_schema(conn, path)
 
 
-def _check_schema(conn: sqlite3.Connection, path: str) -> None:
+def _index_field(raw: object, which: int) -> str | None:
+    """SQL function of the migration: index field ``which`` (0 machine, 1 state) of a
+    stored state record — the same rule as every write (:func:`query.index_of_raw`)."""
+    if not isinstance(raw, bytes):
+        return None
+    return index_of_raw(raw)[which]
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Schema 2 -> 3 in one ``BEGIN IMMEDIATE`` transaction (all or nothing; a concurrent
+    opener waits for the write lock, then finds schema 3 and does nothing)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if schema_version(conn) == MIGRATES_FROM:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
+            for name in ("machine", "state"):
+                if name not in columns:
+                    conn.execute(f"ALTER TABLE records ADD COLUMN {name} TEXT")
+            conn.create_function("tai_index_field", 2, _index_field, deterministic=True)
+            conn.execute(
+                "UPDATE records SET machine = tai_index_field(data, 0), "
+                "state = tai_index_field(data, 1) WHERE kind = 'states'"
+            )
+            for statement in _INDEXES:
+                conn.execute(statement.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS"))
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.create_function("tai_index_field", 2, None)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The file's schema version (``MAX(version)`` of ``schema_version``; 0 if unreadable)."""
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    found = row[0] if row else None
+    return found if isinstance(found, int) else 0
+
+
+def _check_schema(conn: sqlite3.Connection, path: str) -> int:
+    """The schema version of a tai-fsm file this tai-fsm can open (3, or 2 to migrate or
+    read as it is); ``InvalidInput`` / ``IntegrityError`` for anything else."""
     if not _has_table(conn, "schema_version"):
         raise InvalidInput(
             f"{path} is a SQLite database but not a tai-fsm store (no schema_version table)",
@@ -224,7 +297,7 @@ def _check_schema(conn: sqlite3.Connection, path: str) -> None:
             field="path",
             value=path,
         )
-    if found < SCHEMA_VERSION:  # schema 1 was a pre-release: events held both states
+    if found < MIGRATES_FROM:  # schema 1 was a pre-release: events held both states
         raise InvalidInput(
             f"{path} has tai-fsm schema version {found}, written by a pre-release of tai-fsm "
             f"that stored events differently; this tai-fsm reads schema {SCHEMA_VERSION}. "
@@ -235,6 +308,7 @@ def _check_schema(conn: sqlite3.Connection, path: str) -> None:
     missing = [name for name in _TABLES if not _has_table(conn, name)]
     if missing:
         raise IntegrityError(f"{path}: tai-fsm tables missing: {', '.join(missing)}")
+    return found
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:

@@ -1036,4 +1036,136 @@ async def test_random_input_raises_only_tai_fsm_errors(
         pass
 
 
+
+
+# ---------------------------------------------------------------------- queries
+def _instance(machine: Any, state: Any, **data: Any) -> dict[str, Any]:
+    """A runtime instance's state record data."""
+    return {"machine": machine, "state": state, "data": data}
+
+
+async def _put(store: Store, record_id: str, data: Any, *, governor: str = GOV,
+               kind: str = STATES) -> None:
+    await store.commit(governor, [ops.Put(record_id, _snap(record_id, data), None, kind=kind)])
+
+
+async def _found(store: Store, governor: str = GOV, **filters: Any) -> list[str]:
+    return [i async for i in store.list_states(governor, **filters)]
+
+
+async def test_find_states_by_machine_state_or_both(store: Store) -> None:
+    await _put(store, "o-2", _instance("order", "paid"))
+    await _put(store, "o-1", _instance("order", "paid"))
+    await _put(store, "o-3", _instance("order", "pending"))
+    await _put(store, "j-1", _instance("job", "paid"))
+    await _put(store, "seed", {"count": 1})  # not an instance: only listed unfiltered
+    await _put(store, "text", "paid")
+    assert await store.find_states(GOV, machine="order") == ["o-1", "o-2", "o-3"]
+    assert await store.find_states(GOV, state="paid") == ["j-1", "o-1", "o-2"]
+    assert await store.find_states(GOV, machine="order", state="paid") == ["o-1", "o-2"]
+    assert await store.find_states(GOV, machine="order", state="shipped") == []
+    assert await store.find_states(GOV, machine="ghost") == []
+    assert await store.find_states(GOV) == ["j-1", "o-1", "o-2", "o-3", "seed", "text"]
+    assert await _found(store, machine="order", state="paid") == ["o-1", "o-2"]
+    assert await _found(store) == await _found(store, machine=None, state=None)
+
+
+async def test_find_states_pages_in_id_order(store: Store) -> None:
+    ids = [f"o-{n:02d}" for n in range(7)]
+    for record_id in reversed(ids):
+        await _put(store, record_id, _instance("order", "paid"))
+    await _put(store, "o-03x", _instance("order", "pending"))
+    first = await store.find_states(GOV, state="paid", limit=3)
+    second = await store.find_states(GOV, state="paid", after=first[-1], limit=3)
+    third = await store.find_states(GOV, state="paid", after=second[-1], limit=3)
+    assert (first, second, third) == (ids[:3], ids[3:6], ids[6:])
+    assert await store.find_states(GOV, state="paid", after=ids[-1]) == []
+    assert await _found(store, state="paid", batch_size=2) == ids
+    assert await _found(store, machine="order", batch_size=1) == sorted([*ids, "o-03x"])
+
+
+async def test_find_states_follows_every_write(store: Store) -> None:
+    """The index is written with the record, in the same commit: appends with their state
+    record, puts, seed writes and deletes move an id between query results at once."""
+    created = Event(
+        id=f"c-{uuid.uuid4().hex[:8]}", action="@create",
+        to_state=_snap("o-1", _instance("order", "pending")), timestamp=T0,
+    )
+    await store.append_events(GOV, "o-1", [created], expected_version=0,
+                              state=created.to_state)
+    assert await store.find_states(GOV, state="pending") == ["o-1"]
+    paid = Event(
+        id=f"p-{uuid.uuid4().hex[:8]}", action="pay", from_state=created.to_state,
+        to_state=_snap("o-1", _instance("order", "paid")), timestamp=T0,
+    )
+    result = await store.append_events(GOV, "o-1", [paid], expected_version=1,
+                                       state=paid.to_state)
+    assert await store.find_states(GOV, state="pending") == []
+    assert await store.find_states(GOV, state="paid") == ["o-1"]
+    refused = Event(id="refused", action="x", to_state=_snap("o-1", _instance("order", "gone")))
+    with pytest.raises(VersionConflict):
+        await store.append_events(GOV, "o-1", [refused], expected_version=1,
+                                  state=refused.to_state)
+    assert await store.find_states(GOV, state="gone") == []  # nothing written, index too
+    await store.write_state(GOV, "o-1", _snap("o-1", _instance("order", "shipped")),
+                            expected_version=result.version, token=result.token)
+    assert await store.find_states(GOV, machine="order", state="shipped") == ["o-1"]
+    await store.save_state(GOV, "o-1", _snap("o-1", {"no": "machine"}))
+    assert await store.find_states(GOV, machine="order") == []
+    assert await store.find_states(GOV) == ["o-1"]
+    await store.save_state(GOV, "o-1", _snap("o-1", _instance("order", "cancelled")))
+    assert await store.find_states(GOV, state="cancelled") == ["o-1"]
+    await store.delete_state(GOV, "o-1")
+    assert await store.find_states(GOV, machine="order") == []
+    assert await store.find_states(GOV) == []
+
+
+async def test_find_states_keeps_governors_and_kinds_apart(store: Store) -> None:
+    await _put(store, "a", _instance("order", "paid"), governor="g1")
+    await _put(store, "b", _instance("order", "paid"), governor="g2")
+    await _put(store, "c", _instance("order", "paid"), kind=ops.LOCKS)
+    await _put(store, "d", _instance(7, ["paid"]))  # not strings: never matched
+    await _put(store, "e", {"machine": "order"})  # no state: matched by machine only
+    assert await store.find_states("g1", state="paid") == ["a"]
+    assert await store.find_states("g2", machine="order") == ["b"]
+    assert await store.find_states(GOV, state="paid") == []
+    assert await store.find_states(GOV, machine="order") == ["e"]
+    assert await store.find_states(GOV, machine="order", state="paid") == []
+    assert await store.find_states(GOV) == ["d", "e"]
+
+
+async def test_find_states_matches_state_paths_exactly(store: Store) -> None:
+    names = ["deploying", "deploying.canary", "ünï cødé", "paid " * 3]
+    for n, state in enumerate(names):
+        await _put(store, f"d-{n}", _instance("deployment", state))
+    for n, state in enumerate(names):
+        assert await store.find_states(GOV, state=state) == [f"d-{n}"]
+    assert await store.find_states(GOV, state="deploying.") == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"machine": ""}, "machine"),
+        ({"machine": 5}, "machine"),
+        ({"state": b"paid"}, "state"),
+        ({"state": "x" * 513}, "state"),
+        ({"state": "\ud800"}, "state"),
+        ({"limit": 0}, "limit"),
+        ({"limit": True}, "limit"),
+        ({"after": None}, "after"),
+    ],
+)
+async def test_find_states_rejects_bad_arguments(
+    store: Store, arguments: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        await store.find_states(GOV, **arguments)
+    assert caught.value.field == field
+    with pytest.raises(InvalidInput):
+        await store.find_states("a/b")
+    with pytest.raises(InvalidInput):
+        [i async for i in store.list_states(GOV, batch_size=0)]
+
+
 __all__ = [name for name in list(globals()) if name.startswith("test_")]
