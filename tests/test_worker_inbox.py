@@ -5,7 +5,7 @@ acknowledgement, in order per instance; refused commands are recorded with the r
 from __future__ import annotations
 
 import pytest
-from worker_machines import MACHINES, Ticket
+from worker_machines import MACHINES, Lamp, Ticket
 from worker_support import until, worker
 
 from tai_fsm.errors import InvalidInput, StateNotFound
@@ -134,3 +134,21 @@ async def test_at_most_max_resident_instances_are_kept(store: Store) -> None:
                 return (await rt.get("r-0")).data["log"] == [1, 2]
 
             await until(again, what="the evicted instance to be reloaded")
+
+
+async def test_an_ignored_command_is_recorded_not_retried(store: Store) -> None:
+    """``ignore_invalid_triggers``: the trigger commits nothing; the command is done."""
+    async with Runtime(store, MACHINES, node_id="web", governor=GOV, own_store=False) as rt:
+        await rt.create(Lamp, "l-2")
+        await rt.send("l-2", "switch_off", command_id="off-in-off")
+        await rt.send("l-2", "switch_on", command_id="on")
+        async with worker(store, MACHINES, governor=GOV, worker_id="w1") as w:
+            async def drained() -> bool:
+                return not await _inbox_ids(store)
+
+            await until(drained, what="the inbox to drain")
+        assert (await rt.command("off-in-off")).status == "ignored"
+        assert (await rt.command("on")).status == "applied"
+        assert (w.counters["ignored"], w.counters["applied"]) == (1, 1)
+        lamp = await rt.get("l-2")
+        assert (lamp.state, lamp.version) == ("on", 2)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
-from worker_machines import MACHINES, Beeper, Ticket
+from worker_machines import MACHINES, Beeper, Lamp, Ticket
 from worker_support import until, worker
 
+from tai_fsm.runtime import inbox
 from tai_fsm.runtime.runtime import Runtime
 from tai_fsm.stores.base import Store
 
@@ -79,3 +80,19 @@ async def test_a_timer_set_by_another_process_is_found_by_the_scan(store: Store)
             return (await rt.get("t-3")).data.get("expired") == 1
 
         await until(fired, seconds=10, what="the scanned timer")
+
+
+async def test_a_timer_whose_trigger_is_refused_is_recorded_once(store: Store) -> None:
+    async with Runtime(store, MACHINES, node_id="web", governor=GOV, own_store=False) as rt:
+        lamp = await rt.create(Lamp, "l-1")
+        await lamp.trigger("warm")  # its timer's transition has a condition that fails
+        async with worker(store, MACHINES, governor=GOV, worker_id="w1") as w:
+            async def refused() -> bool:
+                return bool(await inbox.rejections_of(store, GOV, "l-1"))
+
+            await until(refused, what="the refused timer to be recorded")
+            await asyncio.sleep(1.2)  # two more scans: not offered again
+        [entry] = await inbox.rejections_of(store, GOV, "l-1")
+        assert entry["timer"]["trigger"] == "ready" and "never" in entry["reason"]
+        assert w.counters["timers"] == 0
+        assert (await rt.get("l-1")).version == 2  # nothing committed

@@ -58,6 +58,25 @@ class Beeper(fsm.Machine):
         self.data["ticks"] = int(self.data.get("ticks", 0)) + 1
 
 
+class Lamp(fsm.Machine):
+    """``ignore_invalid_triggers`` in ``off``: a ``switch_off`` sent there commits nothing;
+    ``warming`` has a timer whose transition is guarded by a condition that fails."""
+
+    name = "lamp"
+
+    off = fsm.State(initial=True, ignore_invalid_triggers=True)
+    on = fsm.State()
+    warming = fsm.State(timeout=fsm.Timeout("200ms", "ready"))
+    switch_on = off.to(on)
+    switch_off = on.to(off)
+    warm = off.to(warming)
+    ready = warming.to(on, conditions=["never"])
+    cool = warming.to(off)
+
+    def never(self, event: Any) -> bool:
+        return False
+
+
 #: Where the durable hook of ``Parcel`` writes what it was offered (one line per call).
 EFFECT_LOG_ENV = "TAI_FSM_TEST_EFFECT_LOG"
 #: When set, the durable hook SIGKILLs its own process before doing anything else (after
@@ -84,4 +103,4 @@ class Parcel(fsm.Machine):
             raise ConnectionError("the courier API is down")
 
 
-MACHINES = [Ticket, Beeper, Parcel]
+MACHINES = [Ticket, Beeper, Parcel, Lamp]

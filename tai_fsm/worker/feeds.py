@@ -158,6 +158,14 @@ class TimerIndex:
         self._timers: dict[str, tuple[int, list[dict[str, Any]]]] = {}
         self._heap: list[tuple[datetime, str, TimerKey]] = []
         self._in_heap: set[TimerKey] = set()
+        self._refused: set[TimerKey] = set()
+
+    def refused(self, instance_id: str, timer: dict[str, Any]) -> None:
+        """``timer`` could not fire (its trigger was not allowed, or ignored): it stays in
+        the record (its state is still active) but is not offered again."""
+        if len(self._refused) > _FINISHED_KEPT:
+            self._refused.clear()
+        self._refused.add(timer_key(instance_id, timer))
 
     def __len__(self) -> int:
         return len(self._timers)
@@ -173,7 +181,7 @@ class TimerIndex:
         self._timers[instance_id] = (version, timers)
         for timer in timers:
             due, key = due_at(timer), timer_key(instance_id, timer)
-            if due is not None and key not in self._in_heap:
+            if due is not None and key not in self._in_heap and key not in self._refused:
                 self._in_heap.add(key)
                 heapq.heappush(self._heap, (due, instance_id, key))
 

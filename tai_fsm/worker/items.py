@@ -69,6 +69,7 @@ class Context:
     committed: Callable[[Machine], None]
     count: Callable[[str], None]
     clock: Callable[[], datetime]
+    timer_refused: Callable[[str, dict[str, Any]], None]
     effect_max_attempts: int = 10
 
 
@@ -142,6 +143,13 @@ async def _apply(
             return Outcome.RETRY
         return await _refuse(ctx, command, fence, instance, "failed",
                              f"{type(exc).__name__}: {exc}")
+    if event.metadata.context.get("command_id") != command.command_id:
+        # ignore_invalid_triggers: nothing was committed (the head event came back)
+        return await _refuse(
+            ctx, command, fence, instance, "ignored",
+            f"{command.trigger!r} ignored in state {instance.state!r} "
+            "(ignore_invalid_triggers)",
+        )
     ctx.committed(instance)
     ctx.count("applied")
     log.info("worker=%s event=applied command=%s instance=%s trigger=%s version=%d state=%s",
@@ -218,6 +226,13 @@ async def fire_due_timer(
         except TransitionNotAllowed as exc:
             await _record_timer_refusal(ctx, instance, timer, str(exc), fence)
             return Outcome.DONE
+        if event.metadata.context.get("timer") != timer:  # ignored: nothing committed
+            await _record_timer_refusal(
+                ctx, instance, timer,
+                f"{timer.get('trigger')!r} ignored in state {instance.state!r} "
+                "(ignore_invalid_triggers)", fence,
+            )
+            return Outcome.DONE
     except LockNotHeld:
         return Outcome.LOST
     except Exception as exc:
@@ -237,6 +252,7 @@ async def fire_due_timer(
 async def _record_timer_refusal(
     ctx: Context, instance: Machine, timer: dict[str, Any], reason: str, fence: Fence
 ) -> None:
+    ctx.timer_refused(instance.id, timer)  # not offered again by this worker
     log.warning("worker=%s event=timer_rejected instance=%s timer=%s reason=%r",
                 ctx.worker_id, instance.id, timer, reason[:200])
     for _ in range(3):

@@ -138,20 +138,21 @@ class Worker:
                                   self.lease_ttl, self.clock)
         self.resident = Resident(self.runtime, self.governor, self.max_resident)
         self.counters: dict[str, int] = {"applied": 0, "rejected": 0, "failed": 0,
-                                         "timers": 0, "effects": 0}
+                                         "ignored": 0, "timers": 0, "effects": 0}
+        self.inbox = InboxFeed(store, self.governor)
+        self.effects = EffectFeed(store, self.governor, self.effect_grace)
+        self.timers = TimerIndex(store, self.governor)
         self._ctx = Context(
             store=store, governor=self.governor, worker_id=self.worker_id, leases=self.leases,
             instance=self._instance, forget=self.resident.drop, committed=self._index,
-            count=self._count, clock=self.clock, effect_max_attempts=effect_max_attempts,
+            count=self._count, clock=self.clock, timer_refused=self.timers.refused,
+            effect_max_attempts=effect_max_attempts,
         )
         self._work: dict[str, _Work] = {}
         self._shards_of: dict[str, int] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._backoff: dict[str, float] = {}
         self._sem: asyncio.Semaphore | None = None
-        self.inbox = InboxFeed(store, self.governor)
-        self.effects = EffectFeed(store, self.governor, self.effect_grace)
-        self.timers = TimerIndex(store, self.governor)
         self._loops: list[asyncio.Task[None]] = []
         self._handovers: set[asyncio.Task[None]] = set()
         self._scan_now = asyncio.Event()
