@@ -86,7 +86,7 @@ def _show_record(record: dict[str, Any], version: int, as_json: bool, state_id: 
     if as_json:
         shown_json = {"id": state_id, "machine": machine, "state": state, "version": version,
                       "data": data, "timers": timers}
-        if rejected is not None:  # `show`: commands and timers refused (docs/workers.md)
+        if rejected:  # `show`: commands and timers refused (docs/workers.md)
             shown_json["rejected"] = rejected
         dump(shown_json)
         return
