@@ -29,6 +29,7 @@ from tai_fsm.definition import (
     after_commit,
     before,
     check_callbacks,
+    durable,
     load_machine,
     load_machines,
     load_machines_from_target,
@@ -77,6 +78,7 @@ from tai_fsm.runtime.persister import (
 from tai_fsm.runtime.runtime import RecoveryReport, Runtime
 from tai_fsm.stores.base import Store
 from tai_fsm.stores.url import open_store
+from tai_fsm.worker import Worker
 
 __version__ = "0.1.0"
 
@@ -136,11 +138,13 @@ __all__ = [
     "VectorClock",
     "VerifyReport",
     "VersionConflict",
+    "Worker",
     "__version__",
     "after",
     "after_commit",
     "before",
     "check_callbacks",
+    "durable",
     "load_machine",
     "load_machines",
     "load_machines_from_target",

@@ -1,6 +1,8 @@
 """``tai-fsm demo``: drive transitions in a child process, kill it with SIGKILL mid-stream,
 recover every instance from the store, prove nothing acknowledged was lost and the audit
-chains are intact, then keep going on the recovered instances.
+chains are intact, then keep going on the recovered instances. Then the worker half
+(:mod:`tai_fsm.demo_worker`): commands through the inbox to a ``tai-fsm worker`` child that
+is killed and restarted, durable timers firing, nothing lost or doubled.
 
 The machines are the ones shipped in the package (``tai_fsm/demo_machines/*.yaml`` with the
 behaviour in :mod:`tai_fsm.demo_classes`), so the demo runs from any directory.
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from tai_fsm.definition.machine import Machine
 from tai_fsm.demo_classes import DEMO_DATA, DEMO_MACHINES, MACHINES_DIR
+from tai_fsm.demo_worker import run_worker_demo
 from tai_fsm.errors import (
     InvalidInput,
     PostCommitHookFailed,
@@ -230,6 +233,9 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"child killed (kill -9) after {run.lines} acknowledged commits"
           if run.killed else f"child finished after {run.lines} commits before the kill point")
     code = asyncio.run(_recover_and_check(store_url, governor, run, transitions // 4, seed))
+    workers_governor = f"{governor}-workers"
+    parcels = min(30, max(6, count))
+    code = max(code, run_worker_demo(store_url, workers_governor, parcels))
     example = next(iter(run.acked), "order-1")
     store_flag = f"--store {store_url} "
     if store_url.startswith("sqlite:///"):  # absolute, so it works from any directory
@@ -244,6 +250,12 @@ def run_demo(args: argparse.Namespace) -> int:
           f"--instance {example}")
     print(f"  {cli} {store_flag}--governor {governor} --machines tai_fsm.demo_classes "
           f"send {example} <trigger>")
+    print(f"  {cli} {store_flag}--governor {workers_governor} show parcel-1")
+    print(f"  {cli} {store_flag}--governor {workers_governor} workers")
+    print(f"  {cli} {store_flag}--governor {workers_governor} timers")
+    print(f"  {cli} {store_flag}--governor {workers_governor} send parcel-2 scan --queue")
+    print(f"  {cli} {store_flag}--governor {workers_governor} --machines tai_fsm.demo_worker "
+          "worker")
     return code
 
 

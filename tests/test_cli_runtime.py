@@ -89,6 +89,8 @@ def test_demo_runs_from_any_directory_and_verifies(tmp_path: Path) -> None:
     out = result.stdout
     assert "child killed (kill -9)" in out
     assert "all present" in out and "verify OK" in out
+    assert "worker killed (kill -9)" in out and "lost 0, doubled 0" in out  # the worker half
+    assert "in the order sent: yes" in out and "exit code 0" in out
     assert str(tmp_path / "tai_fsm.db") in out  # says where it left its database
     governor = out.split("governor: ")[1].split()[0]
     check = subprocess.run(

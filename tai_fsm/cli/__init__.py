@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tai_fsm.cli import definitions, runtime_commands
+    from tai_fsm.cli import definitions, runtime_commands, worker_commands
 
     parser = _Parser(prog="tai-fsm", description="Durable, declarative state machines.")
     parser.add_argument(
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     definitions.register(sub)
     runtime_commands.register(sub)
+    worker_commands.register(sub)
     for command in sub.choices.values():  # --traceback after any command, too
         if "--traceback" not in command._option_string_actions:
             command.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)

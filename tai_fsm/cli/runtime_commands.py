@@ -26,10 +26,11 @@ from tai_fsm.cli.common import (
     sync,
     writing,
 )
+from tai_fsm.cli.queue import add_queue_options, queue_command, refusal_lines
 from tai_fsm.definition.loader import load_machines_from_target
 from tai_fsm.errors import IntegrityError, InvalidInput, StateNotFound, shown
 from tai_fsm.records import Event, ensure_utc
-from tai_fsm.runtime import arguments
+from tai_fsm.runtime import arguments, inbox
 from tai_fsm.runtime.codec import record_parts
 from tai_fsm.runtime.history import VerifyReport, rebuild, verify_governor, verify_instance
 from tai_fsm.runtime.runtime import Runtime
@@ -79,16 +80,22 @@ def _event_row(event: Event) -> str:
     return f"{event.version:>6}  {when}  {event.action:<16} {source} -> {dest}  by {who}{reason}"
 
 
-def _show_record(record: dict[str, Any], version: int, as_json: bool, state_id: str) -> None:
+def _show_record(record: dict[str, Any], version: int, as_json: bool, state_id: str,
+                 rejected: list[dict[str, Any]] | None = None) -> None:
     machine, state, data, timers = record_parts(state_id, record)
     if as_json:
-        dump({"id": state_id, "machine": machine, "state": state, "version": version,
-              "data": data, "timers": timers})
+        shown_json = {"id": state_id, "machine": machine, "state": state, "version": version,
+                      "data": data, "timers": timers}
+        if rejected:  # `show`: commands and timers refused (docs/workers.md)
+            shown_json["rejected"] = rejected
+        dump(shown_json)
         return
     print(f"{state_id}  ({machine})  state={state}  version={version}")
     print(f"  data:   {orjson.dumps(data).decode()}")
     for timer in timers:
         print(f"  timer:  {timer['trigger']} due {timer['due']} (state {timer['state']})")
+    for line in refusal_lines(rejected or []):
+        print(line)
 
 
 # ---------------------------------------------------------------------- handlers
@@ -109,6 +116,8 @@ async def _send(args: argparse.Namespace) -> int:
     payload = json_object_arg(args.data, "--data")
     actor = arguments.text(args.actor, "--actor")
     reason = arguments.text(args.reason, "--reason")
+    if args.queue or args.command_id is not None or args.wait is not None:
+        return await queue_command(args, payload, actor, reason)  # through the inbox
     instance_id = arguments.instance_id(args.id)
     async with writing(args, create=False) as store:
         machine = await _machine_of(store, args.governor, instance_id)
@@ -140,7 +149,8 @@ async def _show(args: argparse.Namespace) -> int:
             stored = await store.read_state(args.governor, args.id)
         except StateNotFound:
             raise StateNotFound(args.governor, args.id, "instance") from None
-        _show_record(stored.snapshot.data, stored.version, args.json, args.id)
+        rejected = await inbox.rejections_of(store, args.governor, args.id)
+        _show_record(stored.snapshot.data, stored.version, args.json, args.id, rejected)
     return 0
 
 
@@ -246,12 +256,14 @@ def register(sub: Any) -> None:
     p.add_argument("--data", help="initial data as a JSON object")
     p.add_argument("--actor", help="who is acting (recorded on the event)")
 
-    p = command("send", "fire a trigger on an instance (one committed event)", sync(_send))
+    p = command("send", "fire a trigger on an instance now (one committed event), or "
+                "--queue it in the inbox for a worker", sync(_send))
     p.add_argument("id")
     p.add_argument("trigger")
     p.add_argument("--data", help="trigger payload as a JSON object")
     p.add_argument("--actor")
     p.add_argument("--reason")
+    add_queue_options(p)
 
     p = command("show", "show an instance's current state", sync(_show))
     p.add_argument("id")

@@ -14,6 +14,7 @@ from tai_fsm.definition.declarations import (
     on_enter_committed,
     on_exit,
 )
+from tai_fsm.definition.durable import durable
 from tai_fsm.definition.durations import format_duration, parse_duration
 from tai_fsm.definition.loader import load_machine, load_machines, load_machines_from_target
 from tai_fsm.definition.machine import Machine
@@ -48,6 +49,7 @@ __all__ = [
     "after_commit",
     "before",
     "check_callbacks",
+    "durable",
     "ensure_valid",
     "format_duration",
     "load_machine",

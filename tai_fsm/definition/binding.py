@@ -4,7 +4,8 @@ before any instance exists — so a class that would fail on its first trigger f
 * every callback name resolves to a method (:func:`~tai_fsm.definition.validate.
   check_callbacks`);
 * every callback takes exactly one argument besides ``self``, the ``event``
-  (``def has_items(self, event)``; a ``staticmethod`` takes just ``event``);
+  (``def has_items(self, event)``; a ``staticmethod`` takes just ``event``); a durable
+  post-commit hook also the keyword ``idempotency_key`` (:mod:`.durable`);
 * no method of the class shadows a trigger: ``instance.pay`` must stay the trigger method
   (:mod:`tai_fsm.definition.triggers`).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 
+from tai_fsm.definition.durable import is_durable
 from tai_fsm.definition.locations import SourceMap
 from tai_fsm.definition.spec import MachineSpec
 from tai_fsm.definition.triggers import Trigger
@@ -40,8 +42,9 @@ def takes_one_argument(cls: type, name: str) -> bool | None:
         signature = inspect.signature(getattr(cls, name))
     except (TypeError, ValueError):
         return None
+    extra = {"idempotency_key": ""} if is_durable(cls, name) else {}  # durable hooks
     try:
-        signature.bind(*args)
+        signature.bind(*args, **extra)
     except TypeError:
         return False
     return True

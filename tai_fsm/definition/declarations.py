@@ -11,6 +11,7 @@ from datetime import timedelta
 from types import FrameType
 from typing import Any, TypeVar, overload
 
+from tai_fsm.definition.durable import durable as mark_durable
 from tai_fsm.definition.durations import parse_duration
 from tai_fsm.definition.spec import TimeoutSpec
 from tai_fsm.definition.triggers import BoundTrigger, Trigger
@@ -250,9 +251,10 @@ def on_exit(*states: State | str) -> Callable[[F], F]:
     return _hook("on_exit", states)
 
 
-def on_enter_committed(*states: State | str) -> Callable[[F], F]:
-    """Decorate a post-commit hook run after entering any of ``states`` has committed."""
-    return _hook("on_enter_committed", states)
+def on_enter_committed(*states: State | str, durable: bool = False) -> Callable[[F], F]:
+    """Decorate a post-commit hook run after entering any of ``states`` has committed.
+    ``durable=True``: run at least once, even across crashes (:mod:`.durable`)."""
+    return _durable(_hook("on_enter_committed", states), durable)
 
 
 def before(*triggers: Transition | TransitionGroup | str) -> Callable[[F], F]:
@@ -265,6 +267,21 @@ def after(*triggers: Transition | TransitionGroup | str) -> Callable[[F], F]:
     return _hook("after", triggers)
 
 
-def after_commit(*triggers: Transition | TransitionGroup | str) -> Callable[[F], F]:
-    """Decorate a post-commit hook run after a transition of ``triggers`` has committed."""
-    return _hook("after_commit", triggers)
+def after_commit(
+    *triggers: Transition | TransitionGroup | str, durable: bool = False
+) -> Callable[[F], F]:
+    """Decorate a post-commit hook run after a transition of ``triggers`` has committed.
+    ``durable=True``: run at least once, even across crashes (:mod:`.durable`)."""
+    return _durable(_hook("after_commit", triggers), durable)
+
+
+def _durable(mark: Callable[[F], F], durable: bool) -> Callable[[F], F]:
+    if not durable:
+        return mark
+
+    def both(func: F) -> F:
+        marked = mark(func)
+        mark_durable(marked)  # type: ignore[type-var]  # F is any decorated function
+        return marked
+
+    return both

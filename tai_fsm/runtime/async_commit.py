@@ -19,6 +19,7 @@ from tai_fsm.engine.adapter import FireOutcome
 from tai_fsm.records import AppendResult, Event, StateSnapshot
 from tai_fsm.runtime.commit import Committer, Fired, append_steps, drain_steps, perform_append
 from tai_fsm.runtime.core import InstanceCore, Queued
+from tai_fsm.runtime.extras import CommitExtras
 from tai_fsm.runtime.guards import head_event
 from tai_fsm.runtime.host import Host
 from tai_fsm.runtime.steps import AppendStep, AwaitStep, ReadStep, SleepStep, Step, TriggerStep
@@ -60,7 +61,24 @@ class AsyncCommitter(Committer):
     ) -> Awaitable[Event]:
         return self._trigger(instance, (name, actor, reason, context, payload))
 
-    async def _trigger(self, instance: Machine, raw: tuple[object, ...]) -> Event:
+    async def commit_trigger(
+        self,
+        instance: Machine,
+        name: str,
+        *,
+        extras: CommitExtras,
+        actor: str | None = None,
+        reason: str | None = None,
+        context: dict[str, Any] | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> Event:
+        """``instance.trigger(...)`` whose commit also carries ``extras``
+        (:mod:`tai_fsm.runtime.extras`): for hosts such as the worker, never for callbacks."""
+        return await self._trigger(instance, (name, actor, reason, context, payload), extras)
+
+    async def _trigger(
+        self, instance: Machine, raw: tuple[object, ...], extras: CommitExtras | None = None
+    ) -> Event:
         args, core = self._begin(instance, raw)
         host = self.host
         fired: Fired
@@ -68,7 +86,7 @@ class AsyncCommitter(Committer):
         async with core.get_lock():
             try:
                 fired, cancelled = await drive_steps(
-                    host, self.commit_steps(instance, core, args)
+                    host, self.commit_steps(instance, core, args, extras)
                 )
             except Exception as exc:  # nothing committed
                 if self.refused(instance, args.name, exc):

@@ -45,7 +45,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -65,7 +65,9 @@ from tai_fsm.runtime import arguments, listeners
 from tai_fsm.runtime.arguments import TriggerArgs
 from tai_fsm.runtime.codec import data_from_json, encode_data, next_timers, record_parts
 from tai_fsm.runtime.core import SYNC, InstanceCore, Queued, cancel, core_of, restore
+from tai_fsm.runtime.effects import complete, durable_hooks, effect_key, effect_ops
 from tai_fsm.runtime.events import DEFAULT_METADATA, build_event, snapshot_doc
+from tai_fsm.runtime.extras import CommitExtras
 from tai_fsm.runtime.guards import ignored, may_fire
 from tai_fsm.runtime.host import Host
 from tai_fsm.runtime.steps import (
@@ -128,6 +130,8 @@ class Fired:
     record: StateSnapshot
     record_bytes: bytes
     queued: list[Queued]
+    #: operations committed with the event (durable effects, a host's extras)
+    extra: list[Op] = field(default_factory=list)
 
 
 class Committer:
@@ -249,7 +253,8 @@ class Committer:
 
     # ------------------------------------------------------------------ the protocol
     def commit_steps(
-        self, instance: Machine, core: InstanceCore, args: TriggerArgs
+        self, instance: Machine, core: InstanceCore, args: TriggerArgs,
+        extras: CommitExtras | None = None,
     ) -> Generator[Step, Any, tuple[Fired, bool]]:
         """Fire, build and append; on a conflict catch up and re-run after a full-jitter
         backoff (``host.conflict_policy``; each attempt on a fresh copy of the payload).
@@ -260,9 +265,10 @@ class Committer:
         started = time.monotonic()
         attempt = 0
         while True:
-            fired = self._fire(instance, core, args)
+            fired = self._fire(instance, core, args, extras)
             step = AppendStep(
-                instance.governor, fired.event, fired.record, core.version, core.token
+                instance.governor, fired.event, fired.record, core.version, core.token,
+                tuple(fired.extra),
             )
             try:
                 result = yield from append_steps(host, step)
@@ -314,20 +320,33 @@ class Committer:
         core.load(stored)
         restore(instance, core)
 
-    def _fire(self, instance: Machine, core: InstanceCore, args: TriggerArgs) -> Fired:
+    def _fire(
+        self, instance: Machine, core: InstanceCore, args: TriggerArgs,
+        extras: CommitExtras | None = None,
+    ) -> Fired:
         """Run the transition in memory and build the event + new record; on any error
         restore the instance and drop triggers queued by its callbacks. Callbacks get their
         own copy of the payload; the event records the payload as the caller sent it."""
         start = len(core.queue)
         SYNC.core = core
+        extra: list[Op] = []
         try:
+            if extras is not None and extras.check is not None:
+                extras.check(core.committed_record())
             payload = args.payload
             empty = payload == b"{}"
             outcome = self.compiled.fire(instance, args.name, {} if empty else loads(payload))
             new_data = encode_data(self.machine_cls, instance.data)[1]
             event, record, record_bytes = self._build(
-                instance, core, outcome, new_data, args, {} if empty else loads(payload)
+                instance, core, outcome, new_data, args, {} if empty else loads(payload),
+                None if extras is None else extras.fired_timer,
             )
+            if extras is not None and extras.ops is not None:
+                extra.extend(extras.ops(event))
+            hooks = self.compiled.post_commit_hooks(outcome)
+            durable = durable_hooks(self.machine_cls, hooks) if hooks else ()
+            if durable:  # recorded with the event: a worker runs them if this process dies
+                extra.extend(effect_ops(self.compiled.spec.name, event, durable))
         except BaseException:
             restore(instance, core)
             cancel(core.queue[start:])
@@ -338,7 +357,7 @@ class Committer:
         queued = core.queue[start:]
         if queued:
             del core.queue[start:]
-        return Fired(outcome, event, record, record_bytes, queued)
+        return Fired(outcome, event, record, record_bytes, queued, extra)
 
     def _build(
         self,
@@ -348,6 +367,7 @@ class Committer:
         new_data: Any,
         args: TriggerArgs,
         payload: dict[str, Any],
+        fired_timer: dict[str, Any] | None = None,
     ) -> tuple[Event, StateSnapshot, bytes]:
         host = self.host
         spec = self.compiled.spec
@@ -363,6 +383,8 @@ class Committer:
         previous_timers = previous.get("timers") or []
         if previous_timers or not self.compiled.timed_states.isdisjoint(outcome.entered):
             timers = next_timers(spec, outcome.dest, outcome.entered, previous_timers, now)
+            if fired_timer is not None:  # a timer fires once, even if its state stays active
+                timers = [t for t in timers if t != fired_timer]
             if timers:
                 record_data["timers"] = timers
         # from_state is exactly the previous event's to_state (see runtime.events)
@@ -426,19 +448,24 @@ class Committer:
         """Run the post-commit hooks of ``outcome``; the errors they raised (a hook's
         failure never undoes the event). Triggers a sync hook fires join ``queued``."""
         errors: list[BaseException] = []
-        for hook_name in self.compiled.post_commit_hooks(outcome):
-            hook: Callable[[Event], Any] = getattr(instance, hook_name)
+        hooks = self.compiled.post_commit_hooks(outcome)
+        durable = durable_hooks(self.machine_cls, hooks) if hooks else ()
+        for hook_name in hooks:
+            hook: Callable[..., Any] = getattr(instance, hook_name)
+            key = effect_key(event.id, hook_name) if hook_name in durable else None
             start = len(core.queue)
             try:
                 SYNC.core = core  # a sync hook's own triggers are queued ...
                 try:
-                    result = hook(event)
+                    result = hook(event) if key is None else hook(event, idempotency_key=key)
                 finally:
                     SYNC.core = None
                 queued.extend(core.queue[start:])
                 del core.queue[start:]
                 if inspect.isawaitable(result):
                     yield AwaitStep(result)  # ... an async hook may await its triggers
+                if key is not None:  # ran: the pending effect is done (a worker runs it else)
+                    yield AwaitStep(complete(self.host.store, instance.governor, key))
             except Exception as exc:  # a hook's failure never undoes the event
                 log.error(
                     "post-commit hook %s of %s %r v%d failed: %r",

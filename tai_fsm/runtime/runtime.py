@@ -35,7 +35,7 @@ from tai_fsm.errors import (
 from tai_fsm.ids import validate_id
 from tai_fsm.records import Event, StoredState, utc_now
 from tai_fsm.retry import RetryPolicy
-from tai_fsm.runtime import arguments
+from tai_fsm.runtime import arguments, inbox
 from tai_fsm.runtime.async_commit import AsyncCommitter
 from tai_fsm.runtime.codec import next_timers, record_parts
 from tai_fsm.runtime.commit import Committer, core_of
@@ -262,6 +262,40 @@ class Runtime:
             raise StateNotFound(gov, instance_id, "instance") from None
         machine_name, _, _, _ = record_parts(instance_id, stored.snapshot.data)
         return self._committer(machine_name).new_instance(gov, stored)
+
+    async def send(
+        self,
+        id: str,
+        trigger: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        governor: str | None = None,
+        command_id: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> inbox.Receipt:
+        """Queue ``trigger`` for instance ``id`` in the inbox: the worker owning the
+        instance applies it exactly once, in order per instance (:mod:`tai_fsm.worker`;
+        record layout and ordering in :mod:`tai_fsm.runtime.inbox`). One write; returns
+        before it is applied. Re-sending a ``command_id`` is recognised, never doubled
+        (the receipt says ``duplicate``); use :meth:`command` to see its outcome."""
+        return await inbox.send(
+            self.store, self._governor(governor), id, trigger, payload,
+            command_id=command_id, actor=actor, reason=reason, context=context,
+            sender=self.node_id,
+        )
+
+    async def command(
+        self, command_id: str, *, governor: str | None = None, wait: float = 0.0
+    ) -> inbox.CommandStatus:
+        """The status of a command sent with :meth:`send`: ``pending``, ``applied`` (with
+        the event id and version), ``rejected`` or ``failed`` (with the reason). ``wait``:
+        poll up to that many seconds for it to be done. ``StateNotFound`` if unknown."""
+        gov = self._governor(governor)
+        if wait:
+            return await inbox.wait_for_command(self.store, gov, command_id, float(wait))
+        return await inbox.command_status(self.store, gov, command_id)
 
     async def recover(self, id: str, *, governor: str | None = None) -> RecoveryReport:
         """Rebuild ``id`` from its newest snapshot plus the events after it (no callbacks

@@ -170,6 +170,9 @@ class RuntimeTransaction:
                 held.instance.id, events, held.version, state=held.fired[-1].record,
                 token=held.token, prior=events[0].from_state,
             ))
+        appends = len(batch)
+        for held in self._held.values():  # e.g. durable effects recorded with their events
+            batch.extend(op for f in held.fired for op in f.extra)
         store = self._host.store
         governor = self._governor
 
@@ -177,7 +180,7 @@ class RuntimeTransaction:
             return await store.commit(governor, batch)
 
         result = await retry_async(attempt, self._host.transient_policy)
-        for held, outcome in zip(self._held.values(), result, strict=True):
+        for held, outcome in zip(self._held.values(), result.results[:appends], strict=True):
             held.core.token = outcome.token
 
     def _rollback(self) -> None:
