@@ -34,9 +34,11 @@ __all__ = [
     "StoreFailure",
     "StoreUnavailable",
     "TaiFsmError",
+    "TimerNotPending",
     "TransactionFailed",
     "TransitionNotAllowed",
     "VersionConflict",
+    "WorkerReplaced",
     "shown",
 ]
 
@@ -339,3 +341,11 @@ class PostCommitHookFailed(TaiFsmError):
         super().__init__(message)
         self.event = event
         self.errors = errors
+
+
+class TimerNotPending(TaiFsmError):
+    """The timer is no longer pending on the instance (its state was left, or it fired)."""
+
+
+class WorkerReplaced(TaiFsmError):
+    """Another worker started with this worker's id: this one must stop."""

@@ -37,6 +37,8 @@ __all__ = [
     "VectorClock",
     "construct_trusted",
     "ensure_utc",
+    "iso_utc",
+    "parse_iso_utc",
     "utc_now",
 ]
 
@@ -85,6 +87,23 @@ def ensure_utc(value: datetime, name: str = "timestamp") -> datetime:
             value=value,
         )
     return value.astimezone(UTC)
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """``value`` as ISO 8601 text in UTC (None stays None): how records store times."""
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def parse_iso_utc(value: object) -> datetime | None:
+    """The aware UTC time an ISO 8601 text names; None for anything else (not a string,
+    not a time, or a time without a zone)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
 
 
 class _Record(BaseModel):

@@ -74,15 +74,12 @@ def _event(stream_id: str, n: int, data: object = None) -> Event:
     return Event(id=f"{stream_id}-{n}", action="inc", to_state=state)
 
 
-def test_several_processes_append_to_one_stream(tmp_path: Path) -> None:
-    """4 OS processes x 50 read-modify-append cycles on one stream: every version exactly
-    once, no gap, and no lost update (the counter in the state record reaches 200)."""
-    path = tmp_path / "shared.db"
-    asyncio.run(SQLiteStore(path).close())  # create the schema before the race
-    procs, count = 4, 50
+def _race(script: str, path: Path, procs: int, count: int, folder: Path) -> list[int]:
+    """Start ``procs`` OS processes running ``script`` on ``path``, release them together
+    once all are ready, and return the number each printed (its retries/conflicts)."""
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(path), f"p{n}", str(count), str(tmp_path)],
+            [sys.executable, "-c", script, str(path), f"p{n}", str(count), str(folder)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -90,16 +87,26 @@ def test_several_processes_append_to_one_stream(tmp_path: Path) -> None:
         for n in range(procs)
     ]
     deadline = time.monotonic() + 60
-    while len(list(tmp_path.glob("ready-*"))) < procs:
+    while len(list(folder.glob("ready-*"))) < procs:
         assert time.monotonic() < deadline, "writers did not start"
         assert all(w.poll() is None for w in writers), [w.communicate() for w in writers]
         time.sleep(0.01)
-    (tmp_path / "go").touch()
-    retries = 0
+    (folder / "go").touch()
+    printed = []
     for writer in writers:
         out, err = writer.communicate(timeout=120)
         assert writer.returncode == 0, err
-        retries += int(out.strip())
+        printed.append(int(out.strip()))
+    return printed
+
+
+def test_several_processes_append_to_one_stream(tmp_path: Path) -> None:
+    """4 OS processes x 50 read-modify-append cycles on one stream: every version exactly
+    once, no gap, and no lost update (the counter in the state record reaches 200)."""
+    path = tmp_path / "shared.db"
+    asyncio.run(SQLiteStore(path).close())  # create the schema before the race
+    procs, count = 4, 50
+    retries = sum(_race(_WRITER, path, procs, count, tmp_path))
     asyncio.run(_check_counter(path, procs, count))
     assert retries > 0, "the writers never contended; the test proved nothing"
 
@@ -457,26 +464,7 @@ def test_several_processes_commit_transfers_atomically(tmp_path: Path) -> None:
 
     asyncio.run(open_accounts())
     procs, count = 4, 40
-    writers = [
-        subprocess.Popen(
-            [sys.executable, "-c", _TRANSFERS, str(path), f"p{n}", str(count), str(tmp_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(procs)
-    ]
-    deadline = time.monotonic() + 60
-    while len(list(tmp_path.glob("ready-*"))) < procs:
-        assert time.monotonic() < deadline, "writers did not start"
-        assert all(w.poll() is None for w in writers), [w.communicate() for w in writers]
-        time.sleep(0.01)
-    (tmp_path / "go").touch()
-    conflicts = 0
-    for writer in writers:
-        out, err = writer.communicate(timeout=120)
-        assert writer.returncode == 0, err
-        conflicts += int(out.strip())
+    conflicts = sum(_race(_TRANSFERS, path, procs, count, tmp_path))
 
     async def check() -> None:
         async with SQLiteStore(path) as store:

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tai_fsm.errors import IntegrityError
-from tai_fsm.records import DistributedLock, StateSnapshot
+from tai_fsm.records import DistributedLock, StateSnapshot, parse_iso_utc
 
 __all__ = ["WAITS", "Lease", "WaitRecord"]
 
@@ -48,13 +48,10 @@ def _parse_time(data: dict[str, Any], key: str, where: str) -> datetime | None:
     value = data.get(key)
     if value is None:
         return None
-    try:
-        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
+    parsed = parse_iso_utc(value)
+    if parsed is None:
         raise IntegrityError(f"{where}: {key} is not an aware ISO 8601 time: {value!r}")
-    return parsed.astimezone(UTC)
+    return parsed
 
 
 def _text(data: dict[str, Any], key: str, where: str) -> str | None:

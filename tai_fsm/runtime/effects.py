@@ -39,7 +39,7 @@ from typing import Any
 from tai_fsm.definition.durable import is_durable
 from tai_fsm.definition.machine import Machine
 from tai_fsm.errors import IntegrityError, StateNotFound, TaiFsmError, VersionConflict
-from tai_fsm.records import Event, StateSnapshot
+from tai_fsm.records import Event, StateSnapshot, iso_utc, parse_iso_utc
 from tai_fsm.stores.base import Store
 from tai_fsm.stores.ops import Delete, Op, Put
 
@@ -83,20 +83,6 @@ def durable_hooks(machine_cls: type[Machine], hooks: list[str]) -> tuple[str, ..
     return found
 
 
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _parse(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
 @dataclass(frozen=True, slots=True)
 class Effect:
     """An effect record's content (see the module docstring)."""
@@ -122,9 +108,9 @@ class Effect:
                 "hook": self.hook,
                 "event_id": self.event_id,
                 "version": self.version,
-                "created_at": _time(self.created_at),
+                "created_at": iso_utc(self.created_at),
                 "attempts": self.attempts,
-                "next_at": _time(self.next_at),
+                "next_at": iso_utc(self.next_at),
                 "last_error": self.last_error,
                 "status": self.status,
             },
@@ -142,7 +128,7 @@ class Effect:
         where = f"effect record {key!r}"
         if not isinstance(data, dict):
             raise IntegrityError(f"{where}: data must be an object")
-        created = _parse(data.get("created_at"))
+        created = parse_iso_utc(data.get("created_at"))
         version = data.get("version")
         texts = [data.get(k) for k in ("instance", "machine", "hook", "event_id")]
         if created is None or not isinstance(version, int) or not all(
@@ -159,7 +145,7 @@ class Effect:
             version=version,
             created_at=created,
             attempts=attempts if isinstance(attempts, int) else 0,
-            next_at=_parse(data.get("next_at")),
+            next_at=parse_iso_utc(data.get("next_at")),
             last_error=data.get("last_error") if isinstance(data.get("last_error"), str) else None,
             status=str(data.get("status") or "pending"),
         )

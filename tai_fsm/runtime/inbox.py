@@ -54,7 +54,7 @@ from typing import Any
 
 from tai_fsm.errors import IntegrityError, InvalidInput, StateNotFound, VersionConflict
 from tai_fsm.ids import validate_id
-from tai_fsm.records import Event, StateSnapshot, utc_now
+from tai_fsm.records import Event, StateSnapshot, iso_utc, parse_iso_utc, utc_now
 from tai_fsm.retry import RetryPolicy, retry_async
 from tai_fsm.runtime import arguments
 from tai_fsm.stores.base import Store
@@ -106,20 +106,6 @@ class _SendClock:
 next_seq = _SendClock()
 
 
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat()
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
-
-
 @dataclass(frozen=True, slots=True)
 class Command:
     """A pending command (see the module docstring); ``version`` is its record's version."""
@@ -152,7 +138,7 @@ class Command:
                 "reason": self.reason,
                 "context": self.context,
                 "sender": self.sender,
-                "sent_at": _time(self.sent_at),
+                "sent_at": iso_utc(self.sent_at),
                 "seq": self.seq,
             },
         )
@@ -164,7 +150,7 @@ class Command:
         if not isinstance(data, dict):
             raise IntegrityError(f"{where}: data must be an object")
         instance, trigger, seq = data.get("instance"), data.get("trigger"), data.get("seq")
-        sent_at = _parse_time(data.get("sent_at"))
+        sent_at = parse_iso_utc(data.get("sent_at"))
         payload, context = data.get("payload") or {}, data.get("context") or {}
         if not (isinstance(instance, str) and isinstance(trigger, str)
                 and isinstance(seq, int) and sent_at is not None
@@ -218,7 +204,7 @@ class CommandStatus:
             "command_id": self.command_id, "status": self.status, "instance": self.instance,
             "trigger": self.trigger, "event_id": self.event_id, "version": self.version,
             "reason": self.reason, "state": self.state, "worker": self.worker,
-            "sent_at": _time(self.sent_at), "finished_at": _time(self.finished_at),
+            "sent_at": iso_utc(self.sent_at), "finished_at": iso_utc(self.finished_at),
         }
 
 
@@ -248,8 +234,8 @@ def _done_snapshot(command: Command, status: str, *, event: Event | None, reason
             "reason": reason,
             "state": state,
             "worker": worker,
-            "sent_at": _time(command.sent_at),
-            "finished_at": _time(now),
+            "sent_at": iso_utc(command.sent_at),
+            "finished_at": iso_utc(now),
         },
     )
 
@@ -268,8 +254,8 @@ def _status_of(command_id: str, data: Any) -> CommandStatus:
         reason=data.get("reason") if isinstance(data.get("reason"), str) else None,
         state=data.get("state") if isinstance(data.get("state"), str) else None,
         worker=data.get("worker") if isinstance(data.get("worker"), str) else None,
-        sent_at=_parse_time(data.get("sent_at")),
-        finished_at=_parse_time(data.get("finished_at")),
+        sent_at=parse_iso_utc(data.get("sent_at")),
+        finished_at=parse_iso_utc(data.get("finished_at")),
     )
 
 
@@ -418,7 +404,7 @@ def refused_ops(
     now = utc_now()
     entry = {"command_id": command.command_id, "trigger": command.trigger, "status": status,
              "reason": reason[:1000], "state": state, "version": state_version,
-             "at": _time(now)}
+             "at": iso_utc(now)}
     return [
         Expect(command.instance, state_version, token=state_token, kind=STATES),
         Delete(command.command_id, command.version, kind=INBOX),

@@ -28,8 +28,8 @@ from datetime import datetime
 from typing import Any
 
 from tai_fsm.definition.machine import Machine
-from tai_fsm.errors import TaiFsmError
-from tai_fsm.records import Event
+from tai_fsm.errors import TaiFsmError, TimerNotPending
+from tai_fsm.records import Event, parse_iso_utc
 from tai_fsm.runtime.async_commit import AsyncCommitter as Committer
 from tai_fsm.runtime.extras import CommitExtras
 from tai_fsm.stores.base import Store
@@ -51,20 +51,9 @@ SCAN_BATCH = 500
 Timer = dict[str, Any]
 
 
-class TimerNotPending(TaiFsmError):
-    """The timer is no longer pending on the instance (its state was left, or it fired)."""
-
-
 def due_at(timer: Timer) -> datetime | None:
     """The timer's due time (aware UTC), or None when it is malformed."""
-    value = timer.get("due")
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
+    return parse_iso_utc(timer.get("due"))
 
 
 def timer_key(instance_id: str, timer: Timer) -> tuple[str, str, str, str]:

@@ -33,7 +33,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from tai_fsm.coordination.leases import Lease
@@ -45,8 +45,9 @@ from tai_fsm.errors import (
     StateNotFound,
     TaiFsmError,
     VersionConflict,
+    WorkerReplaced,
 )
-from tai_fsm.records import DistributedLock, StateSnapshot
+from tai_fsm.records import DistributedLock, StateSnapshot, iso_utc, parse_iso_utc
 from tai_fsm.stores.base import Store
 from tai_fsm.stores.ops import LOCKS, Delete, Fence, Put
 from tai_fsm.worker.shards import lease_resource
@@ -68,24 +69,6 @@ WORKERS = "workers"
 #: The kind of the governor's worker configuration (``worker-config/shards``).
 WORKER_CONFIG = "worker-config"
 _SHARDS_ID = "shards"
-
-
-class WorkerReplaced(TaiFsmError):
-    """Another worker started with this worker's id: this one must stop."""
-
-
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat()
-
-
-def _parse(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +98,8 @@ class WorkerRecord:
         return {
             "worker_id": self.worker_id, "incarnation": self.incarnation,
             "shards": self.shards, "host": self.host, "pid": self.pid,
-            "started_at": _time(self.started_at), "heartbeat_at": _time(self.heartbeat_at),
-            "expires_at": _time(self.expires_at), "ttl": self.ttl,
+            "started_at": iso_utc(self.started_at), "heartbeat_at": iso_utc(self.heartbeat_at),
+            "expires_at": iso_utc(self.expires_at), "ttl": self.ttl,
             "owned": sorted(self.owned), "status": self.status, "counters": self.counters,
         }
 
@@ -126,8 +109,9 @@ class WorkerRecord:
         where = f"worker record {worker_id!r}"
         if not isinstance(data, dict):
             raise IntegrityError(f"{where}: data must be an object")
-        started, beat = _parse(data.get("started_at")), _parse(data.get("heartbeat_at"))
-        expires, shards = _parse(data.get("expires_at")), data.get("shards")
+        started = parse_iso_utc(data.get("started_at"))
+        beat = parse_iso_utc(data.get("heartbeat_at"))
+        expires, shards = parse_iso_utc(data.get("expires_at")), data.get("shards")
         if started is None or beat is None or expires is None or not isinstance(shards, int):
             raise IntegrityError(f"{where}: not a worker heartbeat: {data!r}"[:300])
         owned = data.get("owned") or []

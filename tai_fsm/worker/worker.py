@@ -43,7 +43,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from tai_fsm.definition.machine import Machine
-from tai_fsm.errors import InvalidInput, TaiFsmError
+from tai_fsm.errors import InvalidInput, TaiFsmError, WorkerReplaced
 from tai_fsm.ids import validate_id
 from tai_fsm.records import utc_now
 from tai_fsm.runtime.core import core_of
@@ -54,7 +54,7 @@ from tai_fsm.runtime.timers import pending_timers
 from tai_fsm.stores.base import Store
 from tai_fsm.worker.feeds import EffectFeed, InboxFeed, TimerIndex, clean_outcomes
 from tai_fsm.worker.items import Context, Outcome, apply_command, fire_due_timer, run_effect
-from tai_fsm.worker.membership import Membership, ShardLeases, WorkerReplaced
+from tai_fsm.worker.membership import Membership, ShardLeases
 from tai_fsm.worker.resident import Resident
 from tai_fsm.worker.shards import DEFAULT_SHARDS, MAX_SHARDS, assign, shard_of
 
